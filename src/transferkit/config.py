@@ -1,0 +1,166 @@
+"""Typed, validated configuration for a training run.
+
+A ``TrainConfig`` is what ``transferkit train`` parses its options into and what the run folder
+saves as ``config.yaml``: loading that file and training again reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["TrainConfig", "STRATEGIES", "HEAD_SOLVERS"]
+
+STRATEGIES = ("feature-extraction", "full")
+HEAD_SOLVERS = ("adamw", "lbfgs")
+
+# Defaults that depend on the strategy. Feature extraction trains only a linear head on cached
+# features, so epochs are cheap and a larger learning rate suits the standardised features; full
+# fine-tuning moves pre-trained weights and wants few epochs at a low learning rate.
+_STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "feature-extraction": {"epochs": 60, "lr": 1e-3, "patience": 10, "weight_decay": 1e-4},
+    "full": {"epochs": 10, "lr": 1e-4, "patience": 3, "weight_decay": 0.05},
+}
+
+
+def _help(text: str, default: Any = None, **kw: Any) -> Any:
+    """A dataclass field whose help text lives in its metadata (shown by the CLI and the docs)."""
+    if "default_factory" in kw:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    ``None`` for ``epochs``, ``lr``, ``patience`` or ``weight_decay`` means "the strategy's
+    default"; :meth:`resolved` fills them in, and the run folder stores the resolved values.
+
+    Example:
+        >>> cfg = TrainConfig(model="builtin:efficientnet_lite0", data="builtin:mnist").resolved()
+        >>> cfg.strategy, cfg.epochs
+        ('feature-extraction', 60)
+    """
+
+    model: str = _help("Model spec, e.g. builtin:efficientnet_lite0, torchvision:resnet18, hf:<id>.")
+    data: str = _help("Data spec: folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
+    strategy: str = _help("Adaptation strategy: feature-extraction or full.", "feature-extraction")
+    out: str | None = _help("Run folder to write (default: runs/<model>-<strategy>-<time>).")
+    weights: str | None = _help("Local weights file (safetensors or state_dict) for the backbone.")
+    pretrained: bool = _help("Start from pre-trained weights (False: same architecture, random).", True)
+    pooling: str | None = _help("Text models: token pooling, mean or cls (default: the model's).")
+    max_length: int | None = _help("Text models: maximum tokens per text (default: 128).")
+    epochs: int | None = _help("Maximum epochs (default depends on the strategy).")
+    batch_size: int = _help("Mini-batch size.", 32)
+    lr: float | None = _help("Peak learning rate of the backbone (the head gets head_lr_scale x).")
+    head_lr_scale: float = _help("Full fine-tuning: the new head's learning rate multiplier.", 10.0)
+    weight_decay: float | None = _help("AdamW weight decay (default depends on the strategy).")
+    warmup_fraction: float = _help("Share of the optimisation steps used for linear warmup.", 0.05)
+    grad_clip: float = _help("Clip the gradient norm to this value (0 disables).", 1.0)
+    label_smoothing: float = _help("Label smoothing for the cross-entropy loss.", 0.0)
+    patience: int | None = _help("Early stopping: epochs without validation improvement.")
+    head_solver: str = _help("Feature extraction: head trained by adamw epochs or lbfgs sweep.", "adamw")
+    seed: int = _help("Random seed for splits, sampling, initialisation and batching.", 0)
+    per_class: int | None = _help("Few-shot: keep at most N training examples per class.")
+    val_fraction: float = _help("Share of the data held out for validation (if no val split).", 0.15)
+    test_fraction: float = _help("Share of the data held out for testing (if no test split).", 0.15)
+    augment: bool = _help("Light training augmentation for images (full fine-tuning only).", False)
+    text_column: str = _help("Column holding the text in CSV/TSV/JSONL data.", "text")
+    label_column: str = _help("Column holding the label.", "label")
+    path_column: str = _help("Column holding image paths in a CSV of images.", "path")
+    device: str = _help("cpu, cuda, cuda:N or auto.", "auto")
+    amp: bool = _help("Mixed precision (bfloat16 autocast) where the device supports it.", True)
+    num_workers: int = _help("DataLoader worker processes for image decoding.", 0)
+    feature_cache_mb: int = _help("Feature cache held in memory up to this size, then on disk.", 2048)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model: a model spec is required, e.g. --model builtin:efficientnet_lite0.")
+        if not self.data:
+            raise ConfigError("data: a data spec is required, e.g. --data builtin:mnist or a folder.")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"strategy: unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}."
+            )
+        if self.head_solver not in HEAD_SOLVERS:
+            raise ConfigError(
+                f"head_solver: {self.head_solver!r} is not one of {', '.join(HEAD_SOLVERS)}."
+            )
+        if self.pooling not in (None, "mean", "cls"):
+            raise ConfigError(f"pooling: {self.pooling!r} is not one of mean, cls.")
+        if self.device != "auto" and not str(self.device).startswith(("cpu", "cuda", "mps")):
+            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps.")
+        self._check_positive("batch_size", "epochs", "max_length", "per_class", "patience", "lr")
+        self._check_range("val_fraction", 0.0, 0.9)
+        self._check_range("test_fraction", 0.0, 0.9)
+        self._check_range("warmup_fraction", 0.0, 0.9)
+        self._check_range("label_smoothing", 0.0, 0.9)
+        if self.val_fraction + self.test_fraction >= 0.95:
+            raise ConfigError("val_fraction + test_fraction must leave data to train on (< 0.95).")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError("weight_decay: must be >= 0.")
+        if self.grad_clip < 0 or self.num_workers < 0 or self.feature_cache_mb < 0:
+            raise ConfigError("grad_clip, num_workers and feature_cache_mb must be >= 0.")
+
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name}: must be a positive number, got {value!r}.")
+
+    def _check_range(self, name: str, low: float, high: float) -> None:
+        value = getattr(self, name)
+        if not low <= value <= high:
+            raise ConfigError(f"{name}: must be between {low} and {high}, got {value!r}.")
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the strategy's defaults filled in for every ``None`` hyperparameter."""
+        defaults = _STRATEGY_DEFAULTS[self.strategy]
+        updates = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **updates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, rejecting unknown keys with the list of known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"Unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}."
+            )
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as YAML, atomically."""
+        from .train.runfolder import atomic_write_text  # lazy: train imports config
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read a YAML (or JSON) config written by :meth:`save` or by hand."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {path} does not exist; give the path to a config.yaml.")
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML ({exc}); fix or regenerate it.")
+        if not isinstance(data, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of option names to values.")
+        return cls.from_dict(data)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Help text of every field, for the CLI and the docs."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
