@@ -1,0 +1,27 @@
+"""Labelled data for transfer learning: loading, stratified splits, transforms, datasets.
+
+Example:
+    >>> from transferkit.data import load_data
+    >>> bundle = load_data("builtin:digits", seed=0)
+    >>> bundle.modality, len(bundle.classes)
+    ('image', 10)
+"""
+
+from transferkit.data.builtin import BUILTIN_DATASETS
+from transferkit.data.bundle import DataBundle, DataReport, Split
+from transferkit.data.datasets import ImageDataset, TextDataset, load_data, load_eval_split
+from transferkit.data.transforms import TextCollator, build_image_transform, to_pil_rgb
+
+__all__ = [
+    "Split",
+    "DataBundle",
+    "DataReport",
+    "load_data",
+    "load_eval_split",
+    "build_image_transform",
+    "to_pil_rgb",
+    "ImageDataset",
+    "TextDataset",
+    "TextCollator",
+    "BUILTIN_DATASETS",
+]

@@ -1,0 +1,155 @@
+"""The containers that ``load_data`` returns: ``Split``, ``DataReport`` and ``DataBundle``.
+
+They are plain dataclasses with no torch dependency, so the CLI and the run folder can use them
+without importing the training stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Split", "DataReport", "DataBundle", "format_list"]
+
+# How many file names the log lists before it says "... and N more".
+_MAX_LOGGED_PATHS = 50
+
+
+def format_list(values: Sequence[Any], limit: int = 5) -> str:
+    """Join the first ``limit`` values with commas and say how many were left out.
+
+    Args:
+        values: anything with a ``str``.
+        limit: how many to show.
+
+    Returns:
+        ``"a, b, c"`` or ``"a, b, c, ... (7 more)"``; ``"(none)"`` when empty.
+
+    Example:
+        >>> format_list(["a", "b", "c"], limit=2)
+        'a, b, ... (1 more)'
+    """
+    values = list(values)
+    if not values:
+        return "(none)"
+    shown = ", ".join(str(v) for v in values[:limit])
+    if len(values) > limit:
+        shown += f", ... ({len(values) - limit} more)"
+    return shown
+
+
+@dataclass
+class Split:
+    """One split of a dataset: parallel lists of items and integer labels.
+
+    Attributes:
+        items: image file paths (``str``) or ``numpy`` uint8 arrays (HxW grey or HxWx3 RGB)
+            for image data; strings for text data.
+        labels: class indices into ``DataBundle.classes``.
+
+    Example:
+        >>> split = Split(items=["a cat", "a dog"], labels=[0, 1])
+        >>> len(split), split.subset([1]).items
+        (2, ['a dog'])
+    """
+
+    items: list
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        """A new split holding the given positions, in the given order."""
+        return Split(
+            items=[self.items[i] for i in indices], labels=[self.labels[i] for i in indices]
+        )
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        """How many items each class index has (a list of length ``num_classes``)."""
+        counts = [0] * num_classes
+        for label in self.labels:
+            counts[label] += 1
+        return counts
+
+
+@dataclass
+class DataReport:
+    """What loading the data saw and skipped, for the run's log.
+
+    Attributes:
+        n_scanned: files looked at (images decoded, text files and tables read).
+        bad_files: unreadable or corrupt images that were skipped.
+        replaced_text: text files or rows (``file (row N)``) that were not valid UTF-8 and were
+            decoded with replacement characters.
+        notes: human-readable lines (dropped rows, carved splits, split sizes, ...).
+
+    Example:
+        >>> report = DataReport(n_scanned=3, bad_files=["x.png"])
+        >>> report.lines()[1]
+        'data: skipped 1 unreadable or corrupt image(s):'
+    """
+
+    n_scanned: int = 0
+    bad_files: list[str] = field(default_factory=list)
+    replaced_text: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Lines to write into the run's log: counts, the skipped files, then the notes.
+
+        Returns:
+            A list of strings without trailing newlines.
+        """
+        out = [f"data: scanned {self.n_scanned} file(s)"]
+        if self.bad_files:
+            out.append(f"data: skipped {len(self.bad_files)} unreadable or corrupt image(s):")
+            out.extend(_indented(self.bad_files))
+        if self.replaced_text:
+            out.append(
+                f"data: {len(self.replaced_text)} text(s) were not valid UTF-8 and were decoded "
+                "with replacement characters:"
+            )
+            out.extend(_indented(self.replaced_text))
+        out.extend(f"data: {note}" for note in self.notes)
+        return out
+
+
+def _indented(paths: list[str]) -> list[str]:
+    lines = [f"  {p}" for p in paths[:_MAX_LOGGED_PATHS]]
+    if len(paths) > _MAX_LOGGED_PATHS:
+        lines.append(f"  ... and {len(paths) - _MAX_LOGGED_PATHS} more")
+    return lines
+
+
+@dataclass
+class DataBundle:
+    """A labelled dataset split three ways, ready for training.
+
+    Attributes:
+        source: the data spec as given (a path or ``builtin:NAME``).
+        modality: ``"image"`` or ``"text"``.
+        classes: sorted class names; label ``i`` means ``classes[i]``.
+        train / val / test: the splits (``val`` or ``test`` may be empty for tiny data).
+        report: what loading saw and skipped.
+
+    Example:
+        >>> bundle = DataBundle("x.csv", "text", ["neg", "pos"], Split(["ok"], [1]),
+        ...                     Split([], []), Split([], []), DataReport())
+        >>> bundle.num_classes
+        2
+    """
+
+    source: str
+    modality: str
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+    report: DataReport
+
+    @property
+    def num_classes(self) -> int:
+        """``len(classes)``: the number of outputs the head needs."""
+        return len(self.classes)

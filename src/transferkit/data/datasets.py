@@ -1,0 +1,353 @@
+"""``load_data`` and ``load_eval_split``: any data spec -> labelled, split data; torch datasets.
+
+A data spec is a folder of class sub-folders (images, or .txt files), a folder with explicit
+``train/ val/ test/`` sub-folders or ``train.csv/val.csv/test.csv`` files, a CSV/TSV/JSONL file
+(texts or image paths with labels), or ``builtin:NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from transferkit.data.builtin import BUILTIN_DATASETS, load_builtin
+from transferkit.data.bundle import DataBundle, DataReport, Split, format_list
+from transferkit.data.readers import (
+    Columns,
+    Part,
+    RawData,
+    drop_bad_images,
+    read_class_folder,
+    read_split_folders,
+    split_dirs,
+)
+from transferkit.data.splits import check_fractions, sample_per_class, stratified_split
+from transferkit.data.tables import find_split_files, read_split_files, read_table
+from transferkit.data.transforms import to_pil_rgb
+from transferkit.errors import ConfigError, DataError
+
+__all__ = ["load_data", "load_eval_split", "ImageDataset", "TextDataset"]
+
+_BUILTIN_PREFIX = "builtin:"
+
+
+def _read_source(
+    spec: str, columns: Columns, report: DataReport, max_bad_fraction: float
+) -> RawData:
+    """Dispatch a data spec to the reader for its kind; broken images are already dropped."""
+    if spec.startswith(_BUILTIN_PREFIX):
+        return load_builtin(spec[len(_BUILTIN_PREFIX) :], report)
+    path = Path(os.path.expanduser(spec))
+    if not path.exists():
+        raise DataError(
+            f"The data path {spec!r} does not exist. Pass a folder of class sub-folders of images, "
+            "a CSV/TSV/JSONL file with a label column, or builtin:NAME "
+            f"(one of: {', '.join('builtin:' + n for n in BUILTIN_DATASETS)})."
+        )
+    if path.is_file():
+        modality, part = read_table(path, columns, report)
+        raw = RawData(modality=modality, pool=part)
+    elif files := find_split_files(path):
+        raw = read_split_files(path, files, columns, report)
+    elif dirs := split_dirs(path):
+        raw = read_split_folders(path, dirs, report)
+    else:
+        modality, part = read_class_folder(path, report)
+        raw = RawData(modality=modality, pool=part)
+    if raw.modality == "image":
+        drop_bad_images(raw, report, max_bad_fraction)
+    return raw
+
+
+def _to_split(part: Part, index: dict[str, int]) -> Split:
+    return Split(items=list(part.items), labels=[index[label] for label in part.labels])
+
+
+def _split_pool(
+    split: Split, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Split, Split, Split]:
+    train, val, test = stratified_split(
+        split.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
+    return split.subset(train), split.subset(val), split.subset(test)
+
+
+def _make_splits(
+    raw: RawData,
+    index: dict[str, int],
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    report: DataReport,
+) -> tuple[Split, Split, Split]:
+    """Train/val/test from explicit parts, carving missing val/test from train, or from the pool."""
+    if raw.pool is not None:
+        return _split_pool(_to_split(raw.pool, index), val_fraction, test_fraction, seed)
+    parts = raw.splits
+    train = _to_split(parts["train"], index)
+    if "val" in parts and "test" in parts:
+        return train, _to_split(parts["val"], index), _to_split(parts["test"], index)
+    if "val" not in parts and "test" not in parts:
+        report.notes.append("only a train split is given: val and test are carved from it")
+        return _split_pool(train, val_fraction, test_fraction, seed)
+    if "val" not in parts:
+        report.notes.append(f"no val split given: carved {val_fraction:.0%} of train (stratified)")
+        train, val, _ = _split_pool(train, val_fraction, 0.0, seed)
+        return train, val, _to_split(parts["test"], index)
+    report.notes.append(f"no test split given: carved {test_fraction:.0%} of train (stratified)")
+    train, _, test = _split_pool(train, 0.0, test_fraction, seed)
+    return train, _to_split(parts["val"], index), test
+
+
+def _check_options(seed: int, per_class: int | None, max_bad_fraction: float) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}.")
+    if per_class is not None and (
+        isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1
+    ):
+        raise ConfigError(
+            f"per_class must be a whole number of at least 1 (training examples kept per class), "
+            f"got {per_class!r}. Leave it unset to train on all the data."
+        )
+    if (
+        isinstance(max_bad_fraction, bool)
+        or not isinstance(max_bad_fraction, (int, float))
+        or not 0 <= max_bad_fraction <= 1
+    ):
+        raise ConfigError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction!r}.")
+
+
+def load_data(
+    spec: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    per_class: int | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    path_column: str = "path",
+    max_bad_fraction: float = 0.05,
+) -> DataBundle:
+    """Load labelled data and split it into train/val/test (stratified, seeded).
+
+    Args:
+        spec: a folder (class sub-folders, or explicit ``train/ val/ test/`` sub-folders or
+            ``train.csv``/``val.csv``/``test.csv`` files), a CSV/TSV/JSONL file, or
+            ``builtin:NAME`` (see ``BUILTIN_DATASETS``).
+        seed: the same seed always gives the same splits.
+        val_fraction: share of the data for validation (when not given explicitly).
+        test_fraction: share of the data for the test (when not given explicitly).
+        per_class: keep at most this many training examples per class (few-shot); val and
+            test are untouched. Subsets are nested: 5 per class is a subset of 10 per class.
+        text_column: the text column of a table (its presence means text data).
+        label_column: the label column of a table.
+        path_column: the image path column of a table (paths relative to the table).
+        max_bad_fraction: broken images up to this share are skipped and logged; above it,
+            loading fails.
+
+    Returns:
+        A ``DataBundle``; ``classes`` are the sorted label names, every class is in ``train``.
+
+    Raises:
+        DataError: the data cannot be used (the message says why and how to fix it).
+        ConfigError: an option is out of range.
+
+    Example:
+        >>> bundle = load_data("builtin:digits", seed=0, per_class=20)
+        >>> bundle.classes[:3], len(bundle.train)
+        (['0', '1', '2'], 200)
+    """
+    spec = os.fspath(spec)
+    check_fractions(val_fraction, test_fraction)
+    _check_options(seed, per_class, max_bad_fraction)
+    seed = int(seed)
+    report = DataReport()
+    raw = _read_source(
+        spec, Columns(text_column, label_column, path_column), report, max_bad_fraction
+    )
+
+    classes = sorted({label for part in raw.parts() for label in part.labels})
+    if len(classes) < 2:
+        found = f"only the class {classes[0]!r}" if classes else "no labelled examples"
+        raise DataError(
+            f"The data {spec} has {found}; at least two classes are needed to train a classifier. "
+            "Add examples of another class (another sub-folder, or other values in the label "
+            "column)."
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    train, val, test = _make_splits(
+        raw, index, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, report=report
+    )
+    counts = train.class_counts(len(classes))
+    absent = [classes[i] for i, n in enumerate(counts) if n == 0]
+    if absent:
+        raise DataError(
+            f"The class(es) {format_list(absent)} appear in the val/test data of {spec} but not "
+            "in its train split, so the model could never learn them. Add training examples of "
+            "those classes or remove them from val/test."
+        )
+    few = [classes[i] for i, n in enumerate(counts) if n == 1 and raw.pool is not None]
+    if few:
+        report.notes.append(
+            f"class(es) with a single example, used for training only: {format_list(few)}"
+        )
+    if per_class is not None:
+        before = len(train)
+        train = train.subset(sample_per_class(train.labels, per_class, seed=seed))
+        report.notes.append(
+            f"per_class={per_class}: kept {len(train)} of {before} training examples"
+        )
+    report.notes.append(
+        f"{raw.modality} data, {len(classes)} classes: "
+        f"train {len(train)}, val {len(val)}, test {len(test)}"
+    )
+    return DataBundle(
+        source=spec,
+        modality=raw.modality,
+        classes=classes,
+        train=train,
+        val=val,
+        test=test,
+        report=report,
+    )
+
+
+def _map_onto(part: Part, classes: list[str], spec: str) -> Split:
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(part.labels) - set(index))
+    if unknown:
+        raise DataError(
+            f"The data {spec} has label(s) the run was not trained on: {format_list(unknown, 10)}. "
+            f"The run's classes are: {format_list(classes, 50)}. Evaluate on data whose labels are "
+            "among those classes (rename or remove the other rows or folders)."
+        )
+    return Split(items=list(part.items), labels=[index[label] for label in part.labels])
+
+
+def load_eval_split(
+    spec: str,
+    classes: list[str],
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    text_column: str = "text",
+    label_column: str = "label",
+    path_column: str = "path",
+    same_as_training: bool = False,
+) -> tuple[Split, DataReport]:
+    """The data to evaluate a trained run on, with labels mapped onto the run's classes.
+
+    Args:
+        spec: a data spec, as for ``load_data``.
+        classes: the run's class names, in the run's label order.
+        seed, val_fraction, test_fraction: the training options; used only with
+            ``same_as_training`` (to rebuild exactly the training test split).
+        text_column, label_column, path_column: table column names.
+        same_as_training: ``spec`` is the training data: return the test split ``load_data``
+            made from it, so the run is never scored on its own training examples.
+
+    Returns:
+        ``(split, report)``: without ``same_as_training``, the data's explicit test split
+        (``test/`` or ``test.csv``) if it has one, else all of it.
+
+    Raises:
+        DataError: a label is not among ``classes``, or there is nothing to evaluate.
+
+    Example:
+        >>> split, _ = load_eval_split("builtin:digits", [str(d) for d in range(10)],
+        ...                            same_as_training=True)
+        >>> len(split)
+        270
+    """
+    spec = os.fspath(spec)
+    if not classes:
+        raise ConfigError("classes must list the run's class names (it is empty).")
+    columns = Columns(text_column, label_column, path_column)
+    if same_as_training:
+        bundle = load_data(
+            spec,
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            text_column=text_column,
+            label_column=label_column,
+            path_column=path_column,
+        )
+        # Check every class of the data, not only the test split's: a changed class set means
+        # the split would differ from the one the run was trained with.
+        _map_onto(Part(items=[], labels=bundle.classes), classes, spec)
+        test = bundle.test
+        part = Part(items=test.items, labels=[bundle.classes[i] for i in test.labels])
+        report = bundle.report
+        report.notes.append(
+            f"evaluating on the test split of the training data ({len(part)} examples)"
+        )
+    else:
+        check_fractions(val_fraction, test_fraction)
+        report = DataReport()
+        raw = _read_source(spec, columns, report, 0.05)
+        if "test" in raw.splits:
+            part = raw.splits["test"]
+            report.notes.append(
+                f"evaluating on the explicit test split of {spec} ({len(part)} examples)"
+            )
+        else:
+            part = raw.everything()
+            report.notes.append(f"evaluating on all of {spec} ({len(part)} examples)")
+    if len(part) == 0:
+        raise DataError(
+            f"There is nothing to evaluate in {spec}: the split is empty. Use data with more "
+            "examples (or a larger test_fraction when evaluating on the training data)."
+        )
+    return _map_onto(part, classes, spec), report
+
+
+class ImageDataset(Dataset):
+    """Image split -> ``(tensor [3, H, W], label)`` pairs, decoding files on access.
+
+    Args:
+        split: items are file paths or uint8 arrays (grey HxW or RGB HxWx3).
+        transform: PIL RGB image -> tensor, e.g. ``build_image_transform(spec.image)``.
+
+    Example:
+        >>> pre = ImagePreprocessing(256, 224, (0.5,) * 3, (0.5,) * 3)  # usually model.spec.image
+        >>> ds = ImageDataset(Split([np.zeros((8, 8), np.uint8)], [0]), build_image_transform(pre))
+        >>> ds[0][0].shape, ds[0][1]
+        (torch.Size([3, 224, 224]), 0)
+    """
+
+    def __init__(self, split: Split, transform: Callable[..., torch.Tensor]) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(to_pil_rgb(self.split.items[i])), int(self.split.labels[i])
+
+
+class TextDataset(Dataset):
+    """Text split -> ``(text, label)`` pairs; tokenize per batch with ``TextCollator``.
+
+    Example:
+        >>> TextDataset(Split(["good film"], [1]))[0]
+        ('good film', 1)
+    """
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        return str(self.split.items[i]), int(self.split.labels[i])

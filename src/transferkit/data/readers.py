@@ -1,0 +1,324 @@
+"""Reading data from disk: folders of class sub-folders, explicit split folders and files.
+
+Everything here returns a ``RawData``: items with *string* labels, either as one pool (to be
+split later) or as explicit ``train``/``val``/``test`` parts. Turning labels into indices and
+splitting happen in ``datasets.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from transferkit.data.bundle import DataReport, format_list
+from transferkit.errors import DataError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Columns",
+    "Part",
+    "RawData",
+    "decode_text",
+    "read_bytes",
+    "read_text_files",
+    "drop_bad_images",
+    "read_class_folder",
+    "SPLIT_NAMES",
+    "read_split_folders",
+    "split_dirs",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+TEXT_EXTENSIONS = frozenset({".txt"})
+# Folder names that mark explicit splits, mapped to the split they hold.
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_IGNORED_DIRS = {"__MACOSX", "__pycache__"}
+# PIL releases the GIL while decoding, so a few threads overlap the decoding of many files.
+_DECODE_THREADS = 4
+
+
+@dataclass
+class Columns:
+    """Column names in CSV/TSV/JSONL data (the CLI's ``--text/--label/--path-column``)."""
+
+    text: str = "text"
+    label: str = "label"
+    path: str = "path"
+
+
+@dataclass
+class Part:
+    """Items with string labels (one explicit split, or all of the data)."""
+
+    items: list = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class RawData:
+    """What a source holds before labels become indices and before splitting.
+
+    Exactly one of ``pool`` (data without explicit splits) and ``splits`` (explicit ``train``
+    and optionally ``val``/``test``) is set.
+    """
+
+    modality: str
+    pool: Part | None = None
+    splits: dict[str, Part] = field(default_factory=dict)
+
+    def parts(self) -> list[Part]:
+        """Every part, pool or explicit splits."""
+        return [self.pool] if self.pool is not None else list(self.splits.values())
+
+    def everything(self) -> Part:
+        """All items of all parts in one ``Part`` (train, val, test order)."""
+        out = Part()
+        for part in self.parts():
+            out.items.extend(part.items)
+            out.labels.extend(part.labels)
+        return out
+
+
+def decode_text(data: bytes) -> tuple[str, bool]:
+    """Decode UTF-8 (a BOM is dropped), replacing invalid bytes instead of failing.
+
+    Args:
+        data: raw file content.
+
+    Returns:
+        ``(text, replaced)``: ``replaced`` is True when some bytes were not valid UTF-8.
+
+    Example:
+        >>> decode_text(b"caf\\xe9")
+        ('caf\\ufffd', True)
+    """
+    try:
+        return data.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8-sig", errors="replace"), True
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The content of a file; an OS error (permissions, a vanished file) becomes a DataError."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise DataError(
+            f"Cannot read {path} ({exc.strerror or exc}). Check that the file exists and is "
+            "readable."
+        ) from exc
+
+
+def read_text_files(paths: list[str], labels: list[str], report: DataReport) -> Part:
+    """Read one document per file; non-UTF-8 files are counted, empty files dropped and noted.
+
+    Args:
+        paths: text files.
+        labels: the label of each file.
+        report: receives the counts.
+
+    Returns:
+        The texts (stripped) with their labels.
+    """
+    part = Part()
+    empty: list[str] = []
+    for path, label in zip(paths, labels, strict=True):
+        text, replaced = decode_text(read_bytes(path))
+        report.n_scanned += 1
+        if replaced:
+            report.replaced_text.append(path)
+        text = text.strip()
+        if not text:
+            empty.append(path)
+            continue
+        part.items.append(text)
+        part.labels.append(label)
+    if empty:
+        report.notes.append(f"dropped {len(empty)} empty text file(s): {format_list(empty)}")
+    return part
+
+
+def _decode_error(path: str) -> str | None:
+    """None if the image decodes completely, else the reason it does not."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # open() only reads the header; load() decodes and catches truncation
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def drop_bad_images(raw: RawData, report: DataReport, max_bad_fraction: float) -> None:
+    """Decode every image path in ``raw``; drop the broken ones and record them in ``report``.
+
+    Args:
+        raw: image data whose items are paths; changed in place.
+        report: receives ``n_scanned`` and ``bad_files``.
+        max_bad_fraction: above this share of broken images, raise instead of skipping.
+
+    Raises:
+        DataError: more than ``max_bad_fraction`` of the images are unreadable.
+    """
+    paths = sorted({item for part in raw.parts() for item in part.items if isinstance(item, str)})
+    if not paths:
+        return
+    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
+        reasons = dict(zip(paths, pool.map(_decode_error, paths), strict=True))
+    report.n_scanned += len(paths)
+    bad = {p: r for p, r in reasons.items() if r is not None}
+    if not bad:
+        return
+    report.bad_files.extend(sorted(bad))
+    fraction = len(bad) / len(paths)
+    if fraction > max_bad_fraction:
+        examples = "; ".join(f"{p} ({bad[p]})" for p in sorted(bad)[:3])
+        raise DataError(
+            f"{len(bad)} of {len(paths)} images ({fraction:.1%}) cannot be read, more than the "
+            f"{max_bad_fraction:.0%} that may be skipped (max_bad_fraction). "
+            f"Examples: {examples}. Remove or "
+            "re-export the broken files (or fix the paths if they are missing), or raise "
+            "max_bad_fraction if skipping them is fine."
+        )
+    report.notes.append(f"skipped {len(bad)} unreadable image(s) of {len(paths)} ({fraction:.1%})")
+    classes_before = {label for part in raw.parts() for label in part.labels}
+    for part in raw.parts():
+        keep = [
+            i for i, item in enumerate(part.items) if not (isinstance(item, str) and item in bad)
+        ]
+        part.items = [part.items[i] for i in keep]
+        part.labels = [part.labels[i] for i in keep]
+    lost = classes_before - {label for part in raw.parts() for label in part.labels}
+    if lost:
+        raise DataError(
+            f"Every image of class(es) {format_list(sorted(lost))} is unreadable, so nothing is "
+            f"left to learn them from. Broken files: {format_list(sorted(bad), 3)}. Replace them "
+            "with readable images or remove the class."
+        )
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and name not in _IGNORED_DIRS
+
+
+def _files_under(folder: str) -> list[str]:
+    """All visible files below ``folder`` (recursively), sorted so the order never varies."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if _visible(d)]
+        found.extend(os.path.join(root, f) for f in files if _visible(f))
+    return sorted(found)
+
+
+def _ext(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def read_class_folder(folder: Path, report: DataReport) -> tuple[str, Part]:
+    """Read a folder of class sub-folders: images (image modality) or ``.txt`` files (text).
+
+    Images win when both kinds exist (a README.txt next to photos is not a dataset). Images
+    are not decoded here; see ``drop_bad_images``.
+
+    Args:
+        folder: the folder whose sub-folders are the classes.
+        report: receives counts and notes.
+
+    Returns:
+        ``(modality, part)``.
+
+    Raises:
+        DataError: no class sub-folders, no usable files, or a class folder without any.
+    """
+    class_dirs = sorted(e.name for e in os.scandir(folder) if e.is_dir() and _visible(e.name))
+    if not class_dirs:
+        loose = [f for f in os.listdir(folder) if _ext(f) in IMAGE_EXTENSIONS]
+        hint = (
+            f" It holds {len(loose)} image(s) directly: move each class's images into a "
+            "sub-folder named after the class."
+            if loose
+            else ""
+        )
+        raise DataError(
+            f"The folder {folder} has no class sub-folders.{hint} Lay the data out as "
+            f"{folder}/<class>/<image> (e.g. cat/1.jpg, dog/2.jpg), or pass a CSV/TSV/JSONL file "
+            "with a label column."
+        )
+    files = {c: _files_under(os.path.join(folder, c)) for c in class_dirs}
+    images = {c: [f for f in fs if _ext(f) in IMAGE_EXTENSIONS] for c, fs in files.items()}
+    texts = {c: [f for f in fs if _ext(f) in TEXT_EXTENSIONS] for c, fs in files.items()}
+    if any(images.values()):
+        modality, chosen, kind = (
+            "image",
+            images,
+            "image files (" + ", ".join(sorted(IMAGE_EXTENSIONS)) + ")",
+        )
+    elif any(texts.values()):
+        modality, chosen, kind = "text", texts, ".txt files"
+    else:
+        raise DataError(
+            f"The folder {folder} has class sub-folders ({format_list(class_dirs)}) but no image "
+            f"files ({', '.join(sorted(IMAGE_EXTENSIONS))}) or .txt files in them. Put each "
+            "class's images (or text files) in its sub-folder."
+        )
+    empty = [c for c in class_dirs if not chosen[c]]
+    if empty:
+        raise DataError(
+            f"The class folder(s) {format_list([os.path.join(folder, c) for c in empty])} hold no "
+            f"{kind}, while other classes do. Add examples to them or remove those folders."
+        )
+    paths = [p for c in class_dirs for p in chosen[c]]
+    labels = [c for c in class_dirs for _ in chosen[c]]
+    if modality == "text":
+        return modality, read_text_files(paths, labels, report)
+    return modality, Part(items=paths, labels=labels)
+
+
+def split_dirs(folder: Path) -> dict[str, Path]:
+    """``{"train": ..., "val": ..., "test": ...}`` when the sub-folders are explicit splits.
+
+    Only when ``train`` exists and every sub-folder is a split name: a class that happens to
+    be called ``test`` among other classes must stay a class.
+    """
+    subdirs = [e.name for e in os.scandir(folder) if e.is_dir() and _visible(e.name)]
+    if not subdirs or any(d not in SPLIT_NAMES for d in subdirs):
+        return {}
+    if "train" not in subdirs:
+        # val/ or test/ holding class folders but no train/: a split layout missing its train.
+        nested = [d for d in subdirs if any(e.is_dir() for e in os.scandir(folder / d))]
+        if nested:
+            raise DataError(
+                f"The folder {folder} has split folder(s) {format_list(sorted(nested))} with class "
+                f"sub-folders but no train/ folder. Add {folder}/train/<class>/... or pass the "
+                "split folder you meant."
+            )
+        return {}
+    found: dict[str, Path] = {}
+    # "val" wins over "valid"/"validation" when several exist (canonical names sort first).
+    for d in sorted(subdirs, key=lambda d: (d != SPLIT_NAMES[d], d)):
+        found.setdefault(SPLIT_NAMES[d], folder / d)
+    return found
+
+
+def read_split_folders(folder: Path, dirs: dict[str, Path], report: DataReport) -> RawData:
+    modalities: dict[str, str] = {}
+    splits: dict[str, Part] = {}
+    for name, path in dirs.items():
+        has_classes = any(e.is_dir() and _visible(e.name) for e in os.scandir(path))
+        if name != "train" and not has_classes:
+            report.notes.append(f"{path} has no class sub-folders; {name} is carved from train")
+            continue
+        modalities[name], splits[name] = read_class_folder(path, report)
+    if len(set(modalities.values())) > 1:
+        raise DataError(
+            f"The splits in {folder} mix images and text ({modalities}). Use one kind of data "
+            "in train/, val/ and test/."
+        )
+    return RawData(modality=modalities["train"], splits=splits)

@@ -1,0 +1,178 @@
+"""Inputs -> model tensors: image transforms from the ModelSpec, and text batch collation.
+
+Image transforms are derived from ``ImagePreprocessing`` (the one the pre-trained weights
+expect), so nobody has to guess sizes or normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from transferkit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from transferkit.models.spec import ImagePreprocessing
+
+__all__ = ["build_image_transform", "to_pil_rgb", "TextCollator"]
+
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+def _interpolation(name: str) -> Any:
+    from torchvision.transforms import InterpolationMode
+
+    key = str(name).lower()
+    if key not in _INTERPOLATIONS:
+        raise ConfigError(
+            f"interpolation must be one of {', '.join(_INTERPOLATIONS)}, got {name!r}. Fix the "
+            "image preprocessing of the model spec."
+        )
+    return InterpolationMode(key)
+
+
+def build_image_transform(
+    pre: ImagePreprocessing, *, train: bool = False, augment: bool = False
+) -> Callable[[Image.Image], torch.Tensor]:
+    """The transform from a PIL RGB image to the normalised tensor the model expects.
+
+    Evaluation (and training without ``augment``): resize the short side to
+    ``pre.resize_size``, centre-crop ``pre.crop_size``, scale to [0, 1], normalise.
+    Training with ``augment``: a random crop of 70-100% of the area resized to ``crop_size``
+    and a slight brightness/contrast jitter. No flips: digits and text in images are not
+    mirror-symmetric.
+
+    Args:
+        pre: the model's preprocessing (``ModelSpec.image``).
+        train: build the training transform.
+        augment: with ``train``, add the light augmentation.
+
+    Returns:
+        A callable: PIL image -> float32 tensor [3, crop_size, crop_size].
+
+    Example:
+        >>> pre = ImagePreprocessing(256, 224, (0.5,) * 3, (0.5,) * 3, "bicubic")
+        >>> build_image_transform(pre)(Image.new("RGB", (300, 200))).shape
+        torch.Size([3, 224, 224])
+    """
+    from torchvision import transforms as T
+
+    interpolation = _interpolation(pre.interpolation)
+    if train and augment:
+        geometry = [
+            T.RandomResizedCrop(pre.crop_size, scale=(0.7, 1.0), interpolation=interpolation),
+            T.ColorJitter(brightness=0.1, contrast=0.1),
+        ]
+    else:
+        geometry = [
+            T.Resize(pre.resize_size, interpolation=interpolation),
+            T.CenterCrop(pre.crop_size),
+        ]
+    return T.Compose([*geometry, T.ToTensor(), T.Normalize(mean=list(pre.mean), std=list(pre.std))])
+
+
+def _array_to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+        arr = arr * 255.0  # float images in [0, 1]
+    return np.clip(np.nan_to_num(arr.astype(np.float64)), 0, 255).round().astype(np.uint8)
+
+
+def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
+    # PIL's convert("RGB") clips 16/32-bit grey to 255 instead of scaling; scale by the range.
+    arr = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+    return Image.fromarray((arr.clip(0, top) * (255.0 / top)).round().astype(np.uint8)).convert(
+        "RGB"
+    )
+
+
+def to_pil_rgb(item: Any) -> Image.Image:
+    """An image path, uint8 array or PIL image -> an RGB PIL image.
+
+    Grey arrays [H, W] or [H, W, 1] become 3 equal channels; [H, W, 4] drops alpha. Non-uint8
+    arrays are scaled (floats in [0, 1] times 255) and clipped to 0..255. Files are decoded
+    fully and turned upright by their EXIF orientation.
+
+    Args:
+        item: ``str``/``os.PathLike`` path, ``numpy`` array, or ``PIL.Image.Image``.
+
+    Returns:
+        A PIL image in mode ``RGB``.
+
+    Raises:
+        DataError: the array shape is not an image, or the item type is unknown.
+
+    Example:
+        >>> to_pil_rgb(np.zeros((28, 28), np.uint8)).mode
+        'RGB'
+    """
+    if isinstance(item, (str, os.PathLike)):
+        with Image.open(item) as img:
+            if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation: phone photos lie sideways
+                img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                return _sixteen_bit_to_rgb(img)
+            return img.convert("RGB")  # convert() loads the data, so the file may close
+    if isinstance(item, Image.Image):
+        return item if item.mode == "RGB" else item.convert("RGB")
+    if isinstance(item, np.ndarray):
+        arr = item
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim == 3 and arr.shape[-1] == 4:
+            arr = arr[..., :3]
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+            raise DataError(
+                f"An image array must be HxW (grey) or HxWx3 (RGB), got shape {item.shape}. "
+                "Reshape flattened images (e.g. 784 -> 28x28) before passing them."
+            )
+        arr = np.ascontiguousarray(_array_to_uint8(arr))
+        return Image.fromarray(arr).convert("RGB")  # 2-D uint8 -> "L", HxWx3 uint8 -> "RGB"
+    raise DataError(
+        f"Cannot turn a {type(item).__name__} into an image: expected a file path, a numpy uint8 "
+        "array or a PIL image."
+    )
+
+
+class TextCollator:
+    """Tokenizes a batch of ``(text, label)`` pairs for a DataLoader's ``collate_fn``.
+
+    Padding is per batch (to its longest text), so short texts cost little.
+
+    Args:
+        tokenizer: a HuggingFace tokenizer (callable with ``padding``/``truncation``).
+        max_length: the most tokens kept per text.
+
+    Example:
+        >>> loader = DataLoader(TextDataset(split), batch_size=16,
+        ...                     collate_fn=TextCollator(tokenizer, 128))  # doctest: +SKIP
+        >>> inputs, labels = next(iter(loader))  # doctest: +SKIP
+        >>> inputs["input_ids"].shape, labels.shape  # doctest: +SKIP
+        (torch.Size([16, 57]), torch.Size([16]))
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ConfigError(f"max_length must be a whole number >= 1, got {max_length!r}.")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(
+        self, batch: Sequence[tuple[str, int]]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        texts = [text for text, _ in batch]
+        labels = torch.tensor([int(label) for _, label in batch], dtype=torch.long)
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        # A plain dict (not BatchEncoding) so that .to(device) loops and pickling stay simple.
+        return dict(encoded), labels

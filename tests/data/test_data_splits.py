@@ -1,0 +1,89 @@
+"""Stratified seeded splits, small classes, per_class sampling and option validation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from transferkit.data import load_data
+from transferkit.data.splits import sample_per_class, stratified_split
+from transferkit.errors import ConfigError
+
+
+def _labels(counts: dict[int, int]) -> list[int]:
+    return [c for c, n in counts.items() for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    "counts, fractions, sizes",
+    [
+        ({0: 50, 1: 50}, (0.15, 0.15), (70, 15, 15)),
+        ({0: 80, 1: 20}, (0.1, 0.2), (70, 10, 20)),
+        ({0: 3, 1: 3, 2: 3, 3: 3}, (0.15, 0.15), (8, 2, 2)),  # sklearn refuses this one
+        ({0: 1, 1: 1, 2: 10}, (0.25, 0.25), (6, 3, 3)),  # single-example classes stay in train
+        ({0: 10, 1: 10}, (0.0, 0.2), (16, 0, 4)),
+    ],
+)
+def test_split_sizes_and_every_class_in_train(counts, fractions, sizes) -> None:
+    labels = _labels(counts)
+    train, val, test = stratified_split(
+        labels, val_fraction=fractions[0], test_fraction=fractions[1], seed=0
+    )
+    assert (len(train), len(val), len(test)) == sizes
+    assert sorted(train + val + test) == list(range(len(labels)))  # a partition
+    assert set(labels[i] for i in train) == set(counts)
+
+
+def test_split_is_stratified() -> None:
+    labels = _labels({0: 300, 1: 100, 2: 40})
+    _, val, test = stratified_split(labels, val_fraction=0.2, test_fraction=0.1, seed=5)
+    assert Counter(labels[i] for i in val) == {0: 60, 1: 20, 2: 8}
+    assert Counter(labels[i] for i in test) == {0: 30, 1: 10, 2: 4}
+
+
+def test_split_seed_determinism() -> None:
+    labels = _labels({0: 40, 1: 40, 2: 40})
+    a = stratified_split(labels, val_fraction=0.15, test_fraction=0.15, seed=7)
+    assert a == stratified_split(labels, val_fraction=0.15, test_fraction=0.15, seed=7)
+    assert a != stratified_split(labels, val_fraction=0.15, test_fraction=0.15, seed=8)
+
+
+def test_per_class_is_nested_and_seeded() -> None:
+    labels = _labels({0: 30, 1: 5, 2: 30})
+    five, ten = (sample_per_class(labels, n, seed=1) for n in (5, 10))
+    assert Counter(labels[i] for i in ten) == {0: 10, 1: 5, 2: 10}
+    assert set(five) <= set(ten)
+    assert five == sample_per_class(labels, 5, seed=1) != sample_per_class(labels, 5, seed=2)
+
+
+def test_load_data_per_class_touches_only_train(tmp_path: Path) -> None:
+    rows = [{"text": f"t{i}", "label": "abc"[i % 3]} for i in range(90)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    full = load_data(str(path), seed=2)
+    few = load_data(str(path), seed=2, per_class=4)
+    assert Counter(few.train.labels) == {0: 4, 1: 4, 2: 4}
+    assert set(few.train.items) <= set(full.train.items)
+    assert few.val == full.val and few.test == full.test
+    assert any("per_class=4" in note for note in few.report.notes)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"per_class": 0}, "per_class"),
+        ({"per_class": -3}, "per_class"),
+        ({"per_class": 2.5}, "per_class"),
+        ({"val_fraction": 1.2}, "val_fraction"),
+        ({"test_fraction": -0.1}, "test_fraction"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "below 1"),
+        ({"seed": -1}, "seed"),
+        ({"max_bad_fraction": 2}, "max_bad_fraction"),
+    ],
+)
+def test_bad_options_are_config_errors(kwargs, fragment) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_data("builtin:digits", **kwargs)
