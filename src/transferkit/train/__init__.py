@@ -1,0 +1,5 @@
+"""Training: the loop, the feature cache, the head solvers, the run folder."""
+
+from .runner import RunResult, train
+
+__all__ = ["RunResult", "train"]

@@ -1,0 +1,152 @@
+"""Training a linear head on cached features: AdamW epochs or a full-batch L-BFGS sweep.
+
+Features are standardised with the training split's mean and std, which conditions both
+solvers (L2-normalised sentence embeddings have tiny coordinates); the standardisation is then
+folded into the head's weights, so the result is an ordinary ``nn.Linear`` on raw features:
+
+    W' = W / std,   b' = b - W' @ mean
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .features import CachedFeatures
+from .loop import FitResult, LoopSettings, fit
+from .progress import Progress
+from .runfolder import MetricsLog
+
+log = logging.getLogger("transferkit")
+
+LBFGS_L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+class StandardizedLinear(nn.Module):
+    """``Linear((x - mean) / std)``; :meth:`folded` returns the equivalent plain Linear."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)  # [F]
+        self.register_buffer("std", std)  # [F]
+        self.linear = nn.Linear(mean.numel(), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, F] -> [B, C]
+        return self.linear((x - self.mean) / self.std)
+
+    @torch.no_grad()
+    def folded(self) -> nn.Linear:
+        weight = self.linear.weight / self.std  # [C, F]
+        bias = self.linear.bias - weight @ self.mean  # [C]
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+        return head
+
+
+def _standardizer(train: CachedFeatures, num_classes: int) -> StandardizedLinear:
+    x = train.features
+    mean = x.mean(0)
+    # Floor the std: a feature (nearly) constant on a few-shot training split would otherwise be
+    # divided by ~0 and explode on validation data where it varies.
+    std = x.std(0)
+    std = std.clamp_min(0.1 * std.mean().item() + 1e-8)
+    return StandardizedLinear(mean, std, num_classes)
+
+
+def fit_head_adamw(
+    train: CachedFeatures,
+    val: CachedFeatures,
+    num_classes: int,
+    settings: LoopSettings,
+    lr: float,
+    batch_size: int,
+    generator: torch.Generator,
+    metrics_log: MetricsLog | None = None,
+    progress: Progress | None = None,
+    standardize: bool = True,
+) -> tuple[nn.Linear, FitResult]:
+    """Mini-batch AdamW on cached features with early stopping; returns the folded head.
+
+    ``standardize=False`` trains a plain Linear on the raw features (used by the benchmark to
+    compare like with like against the uncached loop).
+    """
+    head = _standardizer(train, num_classes)
+    if not standardize:
+        head.mean.zero_()
+        head.std.fill_(1.0)
+    train_loader = DataLoader(
+        TensorDataset(train.features, train.labels), batch_size=batch_size, shuffle=True,
+        generator=generator,
+    )
+    val_loader = DataLoader(TensorDataset(val.features, val.labels), batch_size=1024)
+    cpu_settings = LoopSettings(**{**settings.__dict__, "device": torch.device("cpu"), "amp": False})
+    result = fit(
+        head, train_loader, val_loader, [{"params": list(head.linear.parameters()), "lr": lr}],
+        cpu_settings, phase="head", metrics_log=metrics_log, progress=progress,
+    )
+    return head.folded(), result
+
+
+def _lbfgs(head: StandardizedLinear, x: torch.Tensor, y: torch.Tensor, l2: float) -> None:
+    """Full-batch multinomial logistic regression: min CE + l2/2 * ||W||^2 (strong Wolfe)."""
+    optimizer = torch.optim.LBFGS(
+        head.linear.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-6,
+        tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(head(x), y) + 0.5 * l2 * head.linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+
+
+def fit_head_lbfgs(
+    train: CachedFeatures,
+    val: CachedFeatures,
+    num_classes: int,
+    metrics_log: MetricsLog | None = None,
+    grid: tuple[float, ...] = LBFGS_L2_GRID,
+) -> tuple[nn.Linear, dict[str, Any]]:
+    """L-BFGS logistic regression for each L2 strength in ``grid``; keep the best on validation.
+
+    Returns:
+        The folded head and ``{"l2", "val_accuracy", "val_loss"}`` of the chosen strength.
+    """
+    x, y = train.features.float(), train.labels
+    best: dict[str, Any] = {"val_accuracy": -1.0, "val_loss": float("inf")}
+    for step, l2 in enumerate(grid, start=1):
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        head = _standardizer(train, num_classes)
+        with torch.enable_grad():
+            _lbfgs(head, x, y, l2)
+        with torch.no_grad():
+            train_logits, val_logits = head(x), head(val.features)
+            record = {
+                "phase": "head-lbfgs", "epoch": step, "l2": l2,
+                "train_loss": F.cross_entropy(train_logits, y).item(),
+                "train_accuracy": (train_logits.argmax(1) == y).float().mean().item(),
+                "val_loss": F.cross_entropy(val_logits, val.labels).item(),
+                "val_accuracy": (val_logits.argmax(1) == val.labels).float().mean().item(),
+                "seconds": time.perf_counter() - start,
+            }
+        if metrics_log is not None:
+            metrics_log.append(record)
+        log.info("head-lbfgs l2=%g: val accuracy %.4f, val loss %.4f", l2, record["val_accuracy"], record["val_loss"])
+        better = record["val_accuracy"] > best["val_accuracy"] or (
+            record["val_accuracy"] == best["val_accuracy"] and record["val_loss"] < best["val_loss"]
+        )
+        if better:
+            best = {**record, "head": head.folded()}
+    head_out = best.pop("head")
+    return head_out, {k: best[k] for k in ("l2", "val_accuracy", "val_loss")}

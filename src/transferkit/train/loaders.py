@@ -1,0 +1,92 @@
+"""DataLoaders for a model and a split: image transforms or tokenisation from the ModelSpec."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import ImageDataset, Split, TextCollator, TextDataset, build_image_transform
+
+
+class _Indexed(Dataset):
+    """Wraps a dataset so each item also carries its position: (x, label, index)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, int, int]:
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+class _IndexedCollate:
+    """Collates (x, y, i) triples with an inner collate for (x, y) pairs."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, batch: list[tuple[Any, int, int]]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        pairs = [(x, y) for x, y, _ in batch]
+        inputs, labels = self.inner(pairs) if self.inner else torch.utils.data.default_collate(pairs)
+        return inputs, labels, torch.tensor([i for _, _, i in batch], dtype=torch.long)
+
+
+def _dataset_and_collate(model: Any, split: Split, train: bool, augment: bool) -> tuple[Dataset, Any]:
+    spec = model.spec
+    if spec.modality == "image":
+        transform = build_image_transform(spec.image, train=train, augment=augment)
+        return ImageDataset(split, transform), None
+    return TextDataset(split), TextCollator(model.tokenizer(), spec.text.max_length)
+
+
+def make_loader(
+    model: Any,
+    split: Split,
+    *,
+    batch_size: int,
+    train: bool = False,
+    augment: bool = False,
+    generator: torch.Generator | None = None,
+    num_workers: int = 0,
+) -> DataLoader:
+    """A loader of ``(inputs, labels)`` batches preprocessed the way ``model.spec`` says."""
+    dataset, collate = _dataset_and_collate(model, split, train, augment)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, generator=generator, collate_fn=collate,
+        num_workers=num_workers, drop_last=False,
+    )
+
+
+class _LengthBatches:
+    """Index batches of texts of similar length, so padding (wasted compute) stays small."""
+
+    def __init__(self, split: Split, batch_size: int) -> None:
+        order = sorted(range(len(split)), key=lambda i: len(split.items[i]))
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+
+def make_indexed_loader(
+    model: Any, split: Split, *, batch_size: int, num_workers: int = 0
+) -> DataLoader:
+    """Eval-mode batches of ``(inputs, labels, indices)`` for encoding a split once.
+
+    Texts are grouped by length (then put back in order by ``indices``); images keep their order.
+    """
+    dataset, collate = _dataset_and_collate(model, split, train=False, augment=False)
+    indexed = _Indexed(dataset)
+    if model.spec.modality == "text":
+        return DataLoader(indexed, batch_sampler=_LengthBatches(split, batch_size),
+                          collate_fn=_IndexedCollate(collate), num_workers=num_workers)
+    return DataLoader(indexed, batch_size=batch_size, collate_fn=_IndexedCollate(collate),
+                      num_workers=num_workers)

@@ -1,0 +1,168 @@
+"""Unit tests of the training pieces on synthetic tensors: schedule, metrics, loop, head solvers,
+feature cache, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from transferkit.config import TrainConfig
+from transferkit.errors import ConfigError
+from transferkit.train import runfolder as rf
+from transferkit.train.features import CachedFeatures, extract_features
+from transferkit.train.head import fit_head_adamw, fit_head_lbfgs
+from transferkit.train.loop import LoopSettings, fit
+from transferkit.train.metrics import classification_metrics
+from transferkit.train.schedule import warmup_cosine
+
+
+def _blobs(n_per_class: int = 40, dim: int = 8, classes: int = 3, seed: int = 0, scale: float = 1.0):
+    """Separable Gaussian blobs [N, dim] around fixed centres, labels [N]; ``seed`` draws the
+    noise only, so different seeds give train and validation samples of the same classes."""
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(123)) * 3
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([centres[c] + torch.randn(n_per_class, dim, generator=g) for c in range(classes)])
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    return x * scale, y
+
+
+def test_warmup_cosine_shape() -> None:
+    values = [warmup_cosine(s, 100, 10) for s in range(101)]
+    assert values[0] == pytest.approx(0.1)
+    assert values[9] == pytest.approx(1.0)
+    assert max(values) == pytest.approx(1.0)
+    assert values[100] == pytest.approx(0.0, abs=1e-9)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))  # monotone decay after warmup
+
+
+def test_classification_metrics_values() -> None:
+    m = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["n"] == 5
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    # F1: a = 0.5, b = 0.8, c = 0 -> macro 0.4333
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_config_defaults_and_validation() -> None:
+    cfg = TrainConfig(model="m", data="d", strategy="full").resolved()
+    assert cfg.epochs == 10 and cfg.lr == 1e-4
+    assert TrainConfig(model="m", data="d", epochs=3).resolved().epochs == 3
+    for bad in ({"strategy": "nope"}, {"batch_size": 0}, {"val_fraction": 0.99}, {"per_class": -1},
+                {"head_solver": "sgd"}, {"pooling": "max"}):
+        with pytest.raises(ConfigError) as info:
+            TrainConfig(model="m", data="d", **bad)
+        assert next(iter(bad)) in str(info.value)
+
+
+def test_config_yaml_round_trip(tmp_path) -> None:
+    cfg = TrainConfig(model="builtin:minilm", data="x.csv", per_class=5, lr=3e-4)
+    cfg.save(tmp_path / "c.yaml")
+    assert TrainConfig.load(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("model: m\ndata: d\nbogus: 1\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        TrainConfig.load(tmp_path / "bad.yaml")
+
+
+def test_fit_restores_best_and_stops_early() -> None:
+    x, y = _blobs()
+    # Validation labels that disagree with training: validation stops improving while training
+    # fits, so early stopping must end the run and restore the best validation epoch.
+    y_val = (y + torch.randint(0, 2, y.shape, generator=torch.Generator().manual_seed(1))) % 3
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3)
+    train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    val = DataLoader(TensorDataset(x, y_val), batch_size=64)
+    settings = LoopSettings(epochs=50, weight_decay=0.0, patience=3, amp=False)
+    result = fit(model, train, val, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase="t")
+    assert result.stopped_early and result.epochs_run < 50
+    assert result.epochs_run == result.best_epoch + 3
+    assert len(result.history) == result.epochs_run
+    with torch.no_grad():  # the best epoch's weights are back in the model
+        assert (model(x).argmax(1) == y_val).float().mean().item() == pytest.approx(result.best_val_accuracy)
+
+
+def test_fit_is_deterministic() -> None:
+    x, y = _blobs(seed=1)
+
+    def run() -> list[float]:
+        torch.manual_seed(0)
+        model = nn.Linear(8, 3)
+        train = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+        settings = LoopSettings(epochs=3, weight_decay=0.01, patience=5, amp=False)
+        result = fit(model, train, train, [{"params": list(model.parameters()), "lr": 0.01}], settings, phase="t")
+        return [h["train_loss"] for h in result.history]
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize("solver", ["adamw", "lbfgs"])
+def test_head_solvers_fold_standardisation(solver: str) -> None:
+    # Tiny coordinates (like L2-normalised embeddings) are what standardisation is for.
+    x, y = _blobs(scale=1e-3)
+    xv, yv = _blobs(seed=2, scale=1e-3)
+    train, val = CachedFeatures(x, y), CachedFeatures(xv, yv)
+    if solver == "lbfgs":
+        head, chosen = fit_head_lbfgs(train, val, 3)
+        assert chosen["l2"] in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    else:
+        settings = LoopSettings(epochs=30, weight_decay=1e-4, patience=30, amp=False)
+        head, _ = fit_head_adamw(train, val, 3, settings, 1e-2, 16, torch.Generator().manual_seed(0))
+    assert isinstance(head, nn.Linear)
+    with torch.no_grad():  # the folded head works on raw (unstandardised) features
+        assert (head(xv).argmax(1) == yv).float().mean().item() >= 0.95
+
+
+class _CountingBackbone(nn.Module):
+    """forward_features doubles the input and counts calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x * 2
+
+
+@pytest.mark.parametrize("limit_mb", [2048, 0])
+def test_extract_features_places_rows_by_index_and_spills(limit_mb: int) -> None:
+    x = torch.arange(20.0).reshape(10, 2)
+    y = torch.arange(10)
+    order = [torch.tensor([7, 2, 9]), torch.tensor([0, 1, 3, 4]), torch.tensor([5, 6, 8])]
+    batches = [(x[i], y[i], i) for i in order]
+    model = _CountingBackbone()
+    cached = extract_features(model, batches, 10, torch.device("cpu"), limit_mb=limit_mb)
+    assert torch.equal(cached.features, x * 2)
+    assert torch.equal(cached.labels, y)
+    assert cached.on_disk == (limit_mb == 0)
+    assert model.calls == 3
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path) -> None:
+    rf.atomic_write_json(tmp_path / "a.json", {"x": 1})
+    rf.atomic_save_weights(tmp_path / "w.safetensors", {"t": torch.ones(2)})
+    log = rf.MetricsLog(tmp_path / "m.jsonl")
+    log.append({"epoch": 1})
+    log.append({"epoch": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "m.jsonl", "w.safetensors"]
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "m.jsonl").read_text().splitlines()] == [1, 2]
+    assert torch.equal(rf.load_weights(tmp_path / "w.safetensors")["t"], torch.ones(2))
+
+
+def test_failed_atomic_write_keeps_old_file(tmp_path) -> None:
+    target = tmp_path / "w.safetensors"
+    rf.atomic_write_text(target, "old")
+
+    class Boom:
+        def savefig(self, *a, **k):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        rf.atomic_save_figure(target, Boom())
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
