@@ -1,0 +1,32 @@
+"""transferkit: adapt pre-trained models to small labelled datasets.
+
+Example:
+    >>> import transferkit as tk
+    >>> result = tk.train(tk.TrainConfig(model="builtin:efficientnet_lite0", data="builtin:mnist"))  # doctest: +SKIP
+    >>> tk.predict(result.run_dir, ["digit.png"])[0]["label"]  # doctest: +SKIP
+    '7'
+"""
+
+from .api import Run, evaluate, load_run, predict
+from .config import TrainConfig
+from .errors import (
+    ConfigError,
+    DataError,
+    RunFolderError,
+    TransferkitError,
+    UnknownModelError,
+    UnsupportedModelError,
+    WeightsMismatchError,
+    WeightsUnavailableError,
+)
+from .models import ModelSpec, TransferModel, list_models, load_model
+from .train import RunResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TrainConfig", "train", "RunResult", "evaluate", "predict", "load_run", "Run",
+    "load_model", "list_models", "ModelSpec", "TransferModel",
+    "TransferkitError", "ConfigError", "DataError", "RunFolderError", "UnknownModelError",
+    "UnsupportedModelError", "WeightsMismatchError", "WeightsUnavailableError", "__version__",
+]

@@ -1,0 +1,131 @@
+"""The public functions behind the CLI: load a finished run, evaluate it, predict with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .config import TrainConfig
+from .data import Split, load_eval_split, to_pil_rgb
+from .errors import DataError, RunFolderError
+from .models import ModelSpec, TransferModel, build_model_from_spec
+from .train import runfolder as rf
+from .train.device import inference_batch_size, prepare_model_layout, resolve_device
+from .train.loaders import make_loader
+from .train.loop import predict_logits
+from .train.metrics import classification_metrics
+
+
+@dataclass
+class Run:
+    """A finished run loaded from its folder: the model (eval mode, best weights) and its config."""
+
+    run_dir: Path
+    model: TransferModel
+    config: TrainConfig
+    labels: list[str] = field(default_factory=list)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
+    """Load a run folder written by :func:`transferkit.train`, offline.
+
+    Example:
+        >>> run = load_run("runs/efficientnet_lite0-feature-extraction-20261127-120000")  # doctest: +SKIP
+        >>> run.model.spec.labels[:3]  # doctest: +SKIP
+        ['0', '1', '2']
+    """
+    run_dir = rf.check_run_folder(Path(run_dir))
+    try:
+        spec = ModelSpec.from_dict(json.loads((run_dir / rf.MODEL_SPEC).read_text(encoding="utf-8")))
+        config = TrainConfig.load(run_dir / rf.CONFIG)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RunFolderError(f"Run folder {run_dir} has an unreadable model_spec.json or config.yaml ({exc}); train again.") from None
+    model = build_model_from_spec(spec, run_dir / rf.ASSETS)
+    try:
+        model.load_state_dict(rf.load_weights(run_dir / rf.WEIGHTS), strict=True)
+    except RuntimeError as exc:
+        raise RunFolderError(f"The weights in {run_dir / rf.WEIGHTS} do not fit the model in model_spec.json ({str(exc)[:300]}); train again.") from None
+    torch_device = resolve_device(device)
+    prepare_model_layout(model, spec.modality).to(torch_device).eval()
+    return Run(run_dir, model, config, list(spec.labels))
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | None = None,
+             device: str = "cpu") -> dict[str, Any]:
+    """Metrics of a finished run on a dataset.
+
+    With ``data`` equal to the run's own data spec (or ``None``), the run's test split is rebuilt
+    with the run's seed and fractions, so training examples are never scored. Other data is scored
+    whole (or its ``test`` split if it has one); its labels must be among the run's classes.
+
+    Returns:
+        ``{"accuracy", "macro_f1", "n", "confusion_matrix", "per_class", "classes", "data", "split"}``.
+
+    Example:
+        >>> evaluate("runs/my-run", "path/to/new_images")["accuracy"]  # doctest: +SKIP
+        0.93
+    """
+    run = load_run(run_dir, device)
+    cfg = run.config
+    spec = data or cfg.data
+    same = spec == cfg.data
+    split, report = load_eval_split(
+        spec, run.labels, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+        text_column=cfg.text_column, label_column=cfg.label_column, path_column=cfg.path_column,
+        same_as_training=same,
+    )
+    loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))
+    logits, labels = predict_logits(run.model, loader, next(run.model.parameters()).device)
+    metrics = classification_metrics(labels.tolist(), logits.argmax(1).tolist(), run.labels)
+    metrics.update(data=spec, split="run test split" if same else "all", warnings=report.lines())
+    return metrics
+
+
+def _batch(run: Run) -> int:
+    device = next(run.model.parameters()).device
+    return inference_batch_size(run.config.batch_size, device, run.model.spec.modality)
+
+
+def _read_inputs(run: Run, inputs: Sequence[str]) -> Split:
+    """Image paths stay paths (checked); text inputs are the strings themselves."""
+    if run.model.spec.modality == "image":
+        for path in inputs:
+            try:
+                to_pil_rgb(path)
+            except Exception as exc:  # PIL raises many types for bad files
+                raise DataError(f"Cannot read image {path!r} ({type(exc).__name__}: {exc}); give paths to image files (jpg, png, ...).") from None
+    return Split(list(inputs), [0] * len(inputs))
+
+
+def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5, device: str = "cpu",
+            batch_size: int | None = None) -> list[dict[str, Any]]:
+    """Top-k labels with probabilities for image files or texts.
+
+    Args:
+        run_dir: a run folder, or a :class:`Run` already loaded with :func:`load_run`.
+        inputs: image file paths (image models) or texts (text models).
+        top_k: how many labels to return per input.
+
+    Returns:
+        One dict per input: ``{"input", "label", "score", "top_k": [{"label", "score"}, ...]}``.
+
+    Example:
+        >>> predict("runs/my-run", ["cat.jpg"], top_k=3)[0]["label"]  # doctest: +SKIP
+        'cat'
+    """
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device)
+    split = _read_inputs(run, inputs)
+    loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))
+    logits, _ = predict_logits(run.model, loader, next(run.model.parameters()).device)
+    probs = torch.softmax(logits, dim=1)  # [N, C]
+    k = min(top_k, probs.shape[1])
+    scores, indices = probs.topk(k, dim=1)
+    results = []
+    for item, row_scores, row_idx in zip(inputs, scores.tolist(), indices.tolist()):
+        top = [{"label": run.labels[i], "score": s} for s, i in zip(row_scores, row_idx)]
+        results.append({"input": item, "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
+    return results
