@@ -58,7 +58,9 @@ class TrainConfig:
     pooling: str | None = _help("Text models: token pooling, mean or cls (default: the model's).")
     max_length: int | None = _help("Text models: maximum tokens per text (default: 128).")
     epochs: int | None = _help("Maximum epochs (default depends on the strategy).")
-    batch_size: int = _help("Mini-batch size.", 32)
+    batch_size: int | None = _help(
+        "Mini-batch size (default: 32, down to 8 on small training sets so an epoch has >= 8 steps)."
+    )
     lr: float | None = _help("Peak learning rate of the backbone (the head gets head_lr_scale x).")
     head_lr_scale: float = _help("Full fine-tuning: the new head's learning rate multiplier.", 10.0)
     weight_decay: float | None = _help("AdamW weight decay (default depends on the strategy).")
@@ -125,6 +127,16 @@ class TrainConfig:
         defaults = _STRATEGY_DEFAULTS[self.strategy]
         updates = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **updates)
+
+    def with_data_defaults(self, n_train: int) -> "TrainConfig":
+        """Fill ``batch_size`` from the training-set size if it was not given.
+
+        Few-shot runs need enough optimisation steps: 40 examples in batches of 32 would give
+        the new head 2 updates an epoch.
+        """
+        if self.batch_size is not None:
+            return self
+        return dataclasses.replace(self, batch_size=int(min(32, max(8, n_train // 8))))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -33,6 +33,7 @@ __all__ = [
     "freeze_groups",
     "unfreeze_groups",
     "frozen_batchnorm_eval",
+    "batchnorm_eval",
     "count_parameters",
     "group_parameter_counts",
     "find_classifier",
@@ -145,6 +146,29 @@ def frozen_batchnorm_eval(model: nn.Module) -> None:
             for _, module in group.modules:
                 if isinstance(module, _BatchNorm) and not list(module.parameters(recurse=False)):
                     module.eval()
+
+
+def batchnorm_eval(model: nn.Module) -> int:
+    """Put every BatchNorm layer in eval mode: running statistics stay fixed, affine params train.
+
+    Call after ``model.train()``. Fine-tuning on a small dataset with small batches would
+    otherwise replace the pre-training statistics with noisy estimates from a few target batches,
+    and the model would behave differently in eval mode than it did while training.
+
+    Returns:
+        How many BatchNorm layers were switched.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+        >>> batchnorm_eval(m), m[1].training
+        (1, False)
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.eval()
+            count += 1
+    return count
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -197,7 +197,7 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     seed_everything(cfg.seed)
     model, data = _load(cfg)
     run_dir = _prepare_run_dir(Path(cfg.out) if cfg.out else default_run_dir(cfg))
-    cfg = dataclasses.replace(cfg, out=str(run_dir))
+    cfg = dataclasses.replace(cfg.with_data_defaults(len(data.train)), out=str(run_dir))
     handler = logging.FileHandler(run_dir / rf.LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
