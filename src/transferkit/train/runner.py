@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import resource
@@ -219,6 +218,9 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         log.info("model %s: %d parameters, %d trainable (%s)", cfg.model, total, trainable, cfg.strategy)
         trainer = _Trainer(cfg, model, data, run_dir, Progress(progress))
         if strategy.uses_feature_cache:
+            if cfg.augment:
+                log.warning("--augment is ignored by %s: each split is encoded once, without "
+                            "augmentation; use --strategy full to train on augmented images", cfg.strategy)
             logits, labels = trainer.run_cached()
         else:
             logits, labels = trainer.run_end_to_end(strategy)
@@ -231,6 +233,3 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         handler.close()
     return RunResult(run_dir, metrics, cfg)
 
-
-def read_test_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / rf.TEST_METRICS).read_text(encoding="utf-8"))
