@@ -198,3 +198,15 @@ def test_missing_run_folder(capsys, tmp_path) -> None:
 def test_missing_model_and_data(capsys) -> None:
     code, _, err = run_cli(capsys, "train")
     _assert_clean_error(code, err, "--model", "--data")
+
+
+def test_evaluate_same_data_given_relatively_scores_the_test_split(capsys, tmp_path, tiny_bert_dir,
+                                                                   sentiment_csv, monkeypatch) -> None:
+    run = tmp_path / "r"
+    assert _text_train(capsys, tiny_bert_dir, sentiment_csv, run)[0] == 0
+    saved = json.loads((run / "test_metrics.json").read_text())
+    monkeypatch.chdir(sentiment_csv.parent)
+    code, stdout, _ = run_cli(capsys, "evaluate", run, "--data", sentiment_csv.name, "--json")
+    assert code == 0
+    # Relative path to the training data: still the run's held-out split, never training rows.
+    assert json.loads(stdout)["n"] == saved["n"] < 30

@@ -72,7 +72,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | 
     run = load_run(run_dir, device)
     cfg = run.config
     spec = data or cfg.data
-    same = spec == cfg.data
+    same = _same_data(spec, cfg.data)
     split, report = load_eval_split(
         spec, run.labels, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
         text_column=cfg.text_column, label_column=cfg.label_column, path_column=cfg.path_column,
@@ -83,6 +83,14 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | 
     metrics = classification_metrics(labels.tolist(), logits.argmax(1).tolist(), run.labels)
     metrics.update(data=spec, split="run test split" if same else "all", warnings=report.lines())
     return metrics
+
+
+def _same_data(a: str, b: str) -> bool:
+    """Whether two data specs name the same data (paths compared after resolving)."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def _batch(run: Run) -> int:

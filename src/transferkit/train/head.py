@@ -9,6 +9,7 @@ folded into the head's weights, so the result is an ordinary ``nn.Linear`` on ra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -86,7 +87,7 @@ def fit_head_adamw(
         generator=generator,
     )
     val_loader = DataLoader(TensorDataset(val.features, val.labels), batch_size=1024)
-    cpu_settings = LoopSettings(**{**settings.__dict__, "device": torch.device("cpu"), "amp": False})
+    cpu_settings = dataclasses.replace(settings, device=torch.device("cpu"), amp=False)
     result = fit(
         head, train_loader, val_loader, [{"params": list(head.linear.parameters()), "lr": lr}],
         cpu_settings, phase="head", metrics_log=metrics_log, progress=progress,

@@ -47,6 +47,16 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{model}-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
+    """Local data and weights paths made absolute, so the saved config works from any folder."""
+    updates = {}
+    for name in ("data", "weights"):
+        value = getattr(cfg, name)
+        if value and not value.startswith("builtin:") and Path(value).expanduser().exists():
+            updates[name] = str(Path(value).expanduser().resolve())
+    return dataclasses.replace(cfg, **updates)
+
+
 def _prepare_run_dir(path: Path) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunFolderError(
@@ -191,7 +201,7 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         >>> result.test_metrics["accuracy"] > 0.9  # doctest: +SKIP
         True
     """
-    cfg = config.resolved()
+    cfg = absolute_local_paths(config.resolved())
     start = time.perf_counter()
     seed_everything(cfg.seed)
     model, data = _load(cfg)
