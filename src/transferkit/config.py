@@ -15,18 +15,31 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["TrainConfig", "STRATEGIES", "HEAD_SOLVERS"]
+__all__ = ["TrainConfig", "STRATEGIES", "HEAD_SOLVERS", "BN_POLICIES", "DEFAULT_BN"]
 
-STRATEGIES = ("feature-extraction", "full")
+STRATEGIES = ("feature-extraction", "linear-probe", "full", "last-n", "gradual", "discriminative", "lp-ft")
 HEAD_SOLVERS = ("adamw", "lbfgs")
+BN_POLICIES = ("train", "freeze", "freeze-stats")
 
 # Defaults that depend on the strategy. Feature extraction trains only a linear head on cached
 # features, so epochs are cheap and a larger learning rate suits the standardised features; full
 # fine-tuning moves pre-trained weights and wants few epochs at a low learning rate.
+HEAD_DEFAULTS: dict[str, Any] = {"epochs": 60, "lr": 1e-3, "patience": 10, "weight_decay": 1e-4}
 _STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "feature-extraction": {"epochs": 60, "lr": 1e-3, "patience": 10, "weight_decay": 1e-4},
+    "feature-extraction": HEAD_DEFAULTS,
+    "linear-probe": HEAD_DEFAULTS,
     "full": {"epochs": 10, "lr": 1e-4, "patience": 3, "weight_decay": 0.05},
+    "last-n": {"epochs": 10, "lr": 1e-4, "patience": 3, "weight_decay": 0.05},
+    # ULMFiT-style: the head alone first, then one group more every `unfreeze_every` epochs.
+    "gradual": {"epochs": 12, "lr": 1e-4, "patience": 3, "weight_decay": 0.05},
+    # --lr is the head's rate; every group below gets lr_decay times the one above.
+    "discriminative": {"epochs": 10, "lr": 1e-3, "patience": 3, "weight_decay": 0.05, "lr_decay": 0.5},
+    # Phase 2 only (phase 1 fits the head like feature extraction): a low rate for everything.
+    "lp-ft": {"epochs": 10, "lr": 1e-5, "patience": 3, "weight_decay": 0.05},
 }
+# BatchNorm policy when --bn is not given: statistics stay pre-trained for every strategy that
+# trains backbone layers (small target batches give noisy statistics from another domain).
+DEFAULT_BN = "freeze-stats"
 
 
 def _help(text: str, default: Any = None, **kw: Any) -> Any:
@@ -73,7 +86,27 @@ class TrainConfig:
     per_class: int | None = _help("Few-shot: keep at most N training examples per class.")
     val_fraction: float = _help("Share of the data held out for validation (if no val split).", 0.15)
     test_fraction: float = _help("Share of the data held out for testing (if no test split).", 0.15)
-    augment: bool = _help("Light training augmentation for images (full fine-tuning only).", False)
+    last_n: int = _help("last-n: how many of the top layer groups (below the head) train.", 2)
+    unfreeze_every: int = _help("gradual: epochs between unfreezing steps (K).", 1)
+    gradual_groups: int | None = _help("gradual: at most this many backbone groups get unfrozen.")
+    lr_decay: float | None = _help(
+        "Discriminative rates: each layer group gets this times the rate of the group above "
+        "(--lr is the head's rate). Combines with full, last-n and gradual."
+    )
+    group_lrs: str | None = _help(
+        "Discriminative rates given explicitly, one per layer group from stem to head, e.g. "
+        "1e-5,1e-5,1e-4,1e-4,1e-3."
+    )
+    bn: str | None = _help(
+        "BatchNorm policy: train (statistics update), freeze-stats (statistics fixed, affine "
+        "trains; the default), freeze (eval mode, affine frozen). Frozen groups are always eval."
+    )
+    time_budget: float | None = _help("Stop training after the epoch that passes this many seconds.")
+    overfit_gap: float = _help(
+        "Warn when train accuracy exceeds validation accuracy by more than this while "
+        "validation stalls.", 0.15
+    )
+    augment: bool = _help("Light training augmentation for images (end-to-end strategies only).", False)
     text_column: str = _help("Column holding the text in CSV/TSV/JSONL data.", "text")
     label_column: str = _help("Column holding the label.", "label")
     path_column: str = _help("Column holding image paths in a CSV of images.", "path")
@@ -95,11 +128,17 @@ class TrainConfig:
             raise ConfigError(
                 f"head_solver: {self.head_solver!r} is not one of {', '.join(HEAD_SOLVERS)}."
             )
+        if self.bn not in (None, *BN_POLICIES):
+            raise ConfigError(f"bn: {self.bn!r} is not one of {', '.join(BN_POLICIES)}.")
+        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay: must be in (0, 1], got {self.lr_decay!r}.")
+        self.parsed_group_lrs()  # validates the list
         if self.pooling not in (None, "mean", "cls"):
             raise ConfigError(f"pooling: {self.pooling!r} is not one of mean, cls.")
         if self.device != "auto" and not str(self.device).startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps.")
-        self._check_positive("batch_size", "epochs", "max_length", "per_class", "patience", "lr")
+        self._check_positive("batch_size", "epochs", "max_length", "per_class", "patience", "lr",
+                             "last_n", "unfreeze_every", "gradual_groups", "time_budget")
         self._check_range("val_fraction", 0.0, 0.9)
         self._check_range("test_fraction", 0.0, 0.9)
         self._check_range("warmup_fraction", 0.0, 0.9)
@@ -122,10 +161,36 @@ class TrainConfig:
         if not low <= value <= high:
             raise ConfigError(f"{name}: must be between {low} and {high}, got {value!r}.")
 
+    def parsed_group_lrs(self) -> list[float] | None:
+        """``group_lrs`` as floats (``None`` when not given)."""
+        if self.group_lrs is None:
+            return None
+        try:
+            values = [float(v) for v in str(self.group_lrs).split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"group_lrs: {self.group_lrs!r} is not a comma-separated list of numbers; write "
+                "one learning rate per layer group, e.g. 1e-5,1e-4,1e-3."
+            ) from None
+        if not values or any(v <= 0 for v in values):
+            raise ConfigError(f"group_lrs: every learning rate must be positive, got {self.group_lrs!r}.")
+        return values
+
+    @property
+    def discriminative(self) -> bool:
+        """Whether layer-wise learning rates apply (explicit list or a decay factor)."""
+        return self.group_lrs is not None or self.lr_decay is not None
+
     def resolved(self) -> "TrainConfig":
         """A copy with the strategy's defaults filled in for every ``None`` hyperparameter."""
-        defaults = _STRATEGY_DEFAULTS[self.strategy]
+        defaults = dict(_STRATEGY_DEFAULTS[self.strategy])
+        if self.discriminative and self.strategy != "discriminative":
+            defaults["lr"] = 1e-3  # with layer-wise rates --lr is the head's rate
         updates = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        if self.strategy == "linear-probe":
+            updates["head_solver"] = "lbfgs"
+        if self.bn is None:
+            updates["bn"] = DEFAULT_BN
         return dataclasses.replace(self, **updates)
 
     def with_data_defaults(self, n_train: int) -> "TrainConfig":

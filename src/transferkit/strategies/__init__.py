@@ -6,25 +6,36 @@ changes at each epoch; the training loop in ``transferkit.train`` runs it.
 
 from __future__ import annotations
 
+from ..config import TrainConfig
 from ..errors import ConfigError
 from .base import Strategy
-from .feature_extraction import FeatureExtraction
-from .full import FullFineTuning
+from .feature_extraction import FeatureExtraction, LinearProbe
+from .full import Discriminative, FullFineTuning, GradualUnfreezing, LastN, LinearProbeThenFineTune
 
-__all__ = ["Strategy", "FeatureExtraction", "FullFineTuning", "get_strategy", "STRATEGY_NAMES"]
+__all__ = [
+    "Strategy", "FeatureExtraction", "LinearProbe", "FullFineTuning", "LastN", "GradualUnfreezing",
+    "Discriminative", "LinearProbeThenFineTune", "get_strategy", "STRATEGY_NAMES",
+]
 
 _STRATEGIES: dict[str, type[Strategy]] = {
-    FeatureExtraction.name: FeatureExtraction,
-    FullFineTuning.name: FullFineTuning,
+    cls.name: cls
+    for cls in (FeatureExtraction, LinearProbe, FullFineTuning, LastN, GradualUnfreezing,
+                Discriminative, LinearProbeThenFineTune)
 }
 STRATEGY_NAMES = tuple(_STRATEGIES)
 
 
-def get_strategy(name: str) -> Strategy:
-    """The strategy object for ``name`` (``feature-extraction`` or ``full``)."""
+def get_strategy(name: str, config: TrainConfig | None = None) -> Strategy:
+    """The strategy object for ``name``, configured by ``config`` (defaults if ``None``).
+
+    Example:
+        >>> get_strategy("last-n").name
+        'last-n'
+    """
     try:
-        return _STRATEGIES[name]()
+        cls = _STRATEGIES[name]
     except KeyError:
         raise ConfigError(
             f"strategy: unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}."
         ) from None
+    return cls(config)

@@ -1,10 +1,7 @@
-"""Feature extraction: frozen backbone in eval mode, a new linear head trains."""
+"""Feature extraction and linear probing: frozen backbone in eval mode, a new linear head."""
 
 from __future__ import annotations
 
-from torch import nn
-
-from .. import surgery
 from .base import Strategy
 
 
@@ -12,14 +9,19 @@ class FeatureExtraction(Strategy):
     """Only the head trains; the backbone is frozen, in eval mode, and encoded once per split.
 
     Example:
-        >>> strategy = FeatureExtraction()
-        >>> strategy.uses_feature_cache
+        >>> FeatureExtraction().uses_feature_cache
         True
     """
 
     name = "feature-extraction"
-    uses_feature_cache = True
+    phases = ("head",)
 
-    def prepare(self, model: nn.Module) -> None:
-        surgery.set_trainable_groups(model, ["head"])
-        model.backbone.eval()
+    def trainable_backbone_groups(self, backbone: list[str], epoch: int) -> list[str]:
+        return []
+
+
+class LinearProbe(FeatureExtraction):
+    """Feature extraction whose head is fitted by full-batch L-BFGS logistic regression, with the
+    L2 strength chosen on the validation split (``head_solver = lbfgs``)."""
+
+    name = "linear-probe"

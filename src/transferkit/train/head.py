@@ -72,6 +72,7 @@ def fit_head_adamw(
     metrics_log: MetricsLog | None = None,
     progress: Progress | None = None,
     standardize: bool = True,
+    phase: str = "head",
 ) -> tuple[nn.Linear, FitResult]:
     """Mini-batch AdamW on cached features with early stopping; returns the folded head.
 
@@ -90,7 +91,7 @@ def fit_head_adamw(
     cpu_settings = dataclasses.replace(settings, device=torch.device("cpu"), amp=False)
     result = fit(
         head, train_loader, val_loader, [{"params": list(head.linear.parameters()), "lr": lr}],
-        cpu_settings, phase="head", metrics_log=metrics_log, progress=progress,
+        cpu_settings, phase=phase, metrics_log=metrics_log, progress=progress,
     )
     return head.folded(), result
 

@@ -1,13 +1,16 @@
 """The training loop: AdamW, warmup + cosine, clipping, mixed precision, early stopping.
 
 One loop serves every phase: a linear head on cached features [N, F] and a whole network on
-images or token batches. What differs (which parameters train, BatchNorm modes) is decided by the
-caller through the parameter groups and the ``on_epoch_start`` callback.
+images or token batches. What differs (which parameters train, when groups unfreeze, BatchNorm
+modes) is decided by the caller's ``on_epoch_start`` callback, which may return parameter groups
+that join the optimizer at that epoch; a joining group's rate warms up over its first epoch.
+The state at the end of every epoch can be handed to a checkpoint callback and resumed exactly.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +27,8 @@ from .schedule import warmup_cosine
 
 log = logging.getLogger("transferkit")
 
+EpochStart = Callable[[nn.Module, int], "list[dict[str, Any]] | None"]
+
 
 @dataclass
 class LoopSettings:
@@ -37,6 +42,36 @@ class LoopSettings:
     patience: int = 5
     amp: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    overfit_gap: float = 0.15
+    deadline: float | None = None  # time.perf_counter() value after which no new epoch starts
+
+
+@dataclass
+class LoopState:
+    """Counters that, with the weights and the optimizer, define where a phase stands."""
+
+    epoch: int = 0  # last completed epoch
+    step: int = 0
+    best_accuracy: float = -1.0
+    best_loss: float = float("inf")
+    best_epoch: int = 0
+    stale: int = 0
+    overfit_warned: bool = False
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a phase after the epoch ``state.epoch``."""
+
+    phase: str
+    state: LoopState
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor] | None
+    optimizer: dict[str, Any]
+    join_steps: list[int]
+    torch_rng: torch.Tensor
+    generator_rng: torch.Tensor | None
+    records: list[dict[str, Any]]
 
 
 @dataclass
@@ -49,6 +84,7 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -75,8 +111,71 @@ def _evaluate(model: nn.Module, loader: Iterable[Any], settings: LoopSettings) -
     logits, labels = predict_logits(model, loader, settings.device, settings.amp)
     if labels.numel() == 0:
         return float("nan"), float("nan")
-    loss = F.cross_entropy(logits, labels).item()
-    return (logits.argmax(1) == labels).float().mean().item(), loss
+    return (logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item()
+
+
+class _Optimizer:
+    """AdamW whose groups may join later; each group's rate follows the global warmup + cosine
+    schedule times a linear warmup over the first epoch after it joined."""
+
+    def __init__(self, groups: list[dict[str, Any]], settings: LoopSettings, steps_per_epoch: int) -> None:
+        self.opt = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+        self.peaks = [g["lr"] for g in self.opt.param_groups]
+        self.join_steps = [0] * len(self.peaks)
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total = max(1, settings.epochs * self.steps_per_epoch)
+        self.warmup = int(settings.warmup_fraction * self.total)
+
+    def add(self, groups: list[dict[str, Any]], step: int) -> None:
+        for group in groups:
+            self.opt.add_param_group(group)
+            self.peaks.append(group["lr"])
+            self.join_steps.append(step)
+
+    def set_lrs(self, step: int) -> None:
+        base = warmup_cosine(step, self.total, self.warmup)
+        for group, peak, joined in zip(self.opt.param_groups, self.peaks, self.join_steps):
+            late = min(1.0, (step - joined + 1) / self.steps_per_epoch) if joined > 0 else 1.0
+            group["lr"] = peak * base * late
+
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.opt.param_groups for p in g["params"]]
+
+
+def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state: LoopState,
+                 progress: Progress, desc: str) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, accuracy) on the training batches."""
+    seen, loss_sum, correct = 0, 0.0, 0
+    for inputs, targets in progress.batches(loader, desc, len(loader)):
+        optim.set_lrs(state.step)
+        inputs, targets = move_to(inputs, settings.device), targets.to(settings.device)
+        with autocast(settings.device, settings.amp):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=settings.label_smoothing)
+        optim.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in optim.params() if p.grad is not None], settings.grad_clip)
+        optim.opt.step()
+        state.step += 1
+        n = batch_size_of(inputs)
+        seen += n
+        loss_sum += loss.item() * n
+        correct += int((logits.argmax(1) == targets).sum())
+    return loss_sum / max(1, seen), correct / max(1, seen)
+
+
+def _overfitting(record: dict[str, Any], state: LoopState, settings: LoopSettings, phase: str) -> str | None:
+    """A warning once per phase when train accuracy runs ahead of a stalled validation."""
+    gap = record["train_accuracy"] - record["val_accuracy"]
+    if state.overfit_warned or gap <= settings.overfit_gap or state.stale < 2:
+        return None
+    state.overfit_warned = True
+    return (f"possible overfitting in phase {phase} at epoch {record['epoch']}: train accuracy "
+            f"{record['train_accuracy']:.3f} vs validation {record['val_accuracy']:.3f} (gap "
+            f"{gap:.3f} > {settings.overfit_gap}) while validation has not improved for "
+            f"{state.stale} epochs; more data, augmentation, fewer trainable layers or stronger "
+            "weight decay may help")
 
 
 def fit(
@@ -89,80 +188,95 @@ def fit(
     phase: str,
     metrics_log: MetricsLog | None = None,
     progress: Progress | None = None,
-    on_epoch_start: Callable[[nn.Module, int], None] | None = None,
+    on_epoch_start: EpochStart | None = None,
+    generator: torch.Generator | None = None,
+    checkpoint: Callable[[Checkpoint], None] | None = None,
+    resume: Checkpoint | None = None,
 ) -> FitResult:
     """Train ``model`` with early stopping on validation accuracy; restore the best weights.
 
     Args:
         model: maps a batch of inputs to logits [B, C].
         train_loader / val_loader: yield ``(inputs, labels)``; inputs a tensor or a dict of tensors.
-        param_groups: AdamW parameter groups, each with its peak ``lr``.
-        settings: epochs, weight decay, warmup, clipping, patience, precision, device.
+        param_groups: AdamW parameter groups at the start, each with its peak ``lr``.
+        settings: epochs, weight decay, warmup, clipping, patience, precision, device, deadline.
         phase: name written into every metrics record (``head``, ``full``, ...).
         metrics_log: receives one record per epoch.
-        on_epoch_start: called after ``model.train()`` each epoch, e.g. to keep frozen BatchNorm
-            layers in eval mode.
+        on_epoch_start: called after ``model.train()`` each epoch with the epoch number; may
+            return parameter groups that join the optimizer from this epoch on.
+        generator: the training loader's shuffling generator (saved in checkpoints).
+        checkpoint: called with a :class:`Checkpoint` at the end of every epoch.
+        resume: continue after ``resume.state.epoch`` instead of starting at epoch 1; the model
+            must hold ``resume.model`` and be prepared as for epoch 1.
 
     Returns:
         A :class:`FitResult`; the model holds the best epoch's weights.
     """
     progress = progress or Progress(False)
-    optimizer = torch.optim.AdamW(param_groups, weight_decay=settings.weight_decay)
-    peak_lrs = [g["lr"] for g in optimizer.param_groups]
-    total_steps = max(1, settings.epochs * len(train_loader))
-    warmup_steps = int(settings.warmup_fraction * total_steps)
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    best = {"acc": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
+    optim = _Optimizer(param_groups, settings, len(train_loader))
+    state, best_state, warnings = LoopState(), None, []
     history: list[dict[str, Any]] = []
-    step, stale = 0, 0
+    if resume is not None:
+        state, best_state = dataclasses.replace(resume.state), resume.best_model
+        history = [r for r in resume.records if r.get("phase") == phase]
+        for epoch in range(1, state.epoch + 1):  # replay the schedule: same groups, same order
+            optim.add(on_epoch_start(model, epoch) or [] if on_epoch_start else [], 0)
+        optim.join_steps = list(resume.join_steps)
+        optim.opt.load_state_dict(resume.optimizer)
+        torch.set_rng_state(resume.torch_rng)
+        if generator is not None and resume.generator_rng is not None:
+            generator.set_state(resume.generator_rng)
     bar = progress.epochs(settings.epochs, phase)
-    epoch = 0
-    for epoch in range(1, settings.epochs + 1):
+    stopped = False
+    for epoch in range(state.epoch + 1, settings.epochs + 1):
+        if settings.deadline is not None and time.perf_counter() > settings.deadline:
+            log.warning("%s: time budget reached before epoch %d; keeping the best epoch so far", phase, epoch)
+            stopped = True
+            break
         start = time.perf_counter()
         model.train()
-        if on_epoch_start is not None:
-            on_epoch_start(model, epoch)
-        seen, loss_sum, correct = 0, 0.0, 0
-        for inputs, targets in progress.batches(train_loader, f"{phase} {epoch}", len(train_loader)):
-            for group, peak in zip(optimizer.param_groups, peak_lrs):
-                group["lr"] = peak * warmup_cosine(step, total_steps, warmup_steps)
-            inputs, targets = move_to(inputs, settings.device), targets.to(settings.device)
-            with autocast(settings.device, settings.amp):
-                logits = model(inputs)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=settings.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-            optimizer.step()
-            step += 1
-            n = batch_size_of(inputs)
-            seen += n
-            loss_sum += loss.item() * n
-            correct += int((logits.argmax(1) == targets).sum())
+        joining = on_epoch_start(model, epoch) or [] if on_epoch_start is not None else []
+        if joining:  # newly unfrozen layers deserve `patience` epochs before early stopping
+            optim.add(joining, state.step)
+            state.stale = 0
+        train_loss, train_acc = _train_epoch(model, train_loader, optim, settings, state, progress, f"{phase} {epoch}")
         val_acc, val_loss = _evaluate(model, val_loader, settings)
         record = {
-            "phase": phase, "epoch": epoch, "train_loss": loss_sum / max(1, seen),
-            "train_accuracy": correct / max(1, seen), "val_loss": val_loss, "val_accuracy": val_acc,
-            "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - start,
+            "phase": phase, "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+            "val_loss": val_loss, "val_accuracy": val_acc, "lr": optim.opt.param_groups[-1]["lr"],
+            "groups": [g.get("name", str(i)) for i, g in enumerate(optim.opt.param_groups)],
+            "seconds": time.perf_counter() - start,
         }
+        state.epoch = epoch
+        # Accuracy decides; among equal accuracies the lower validation loss wins.
+        if val_acc > state.best_accuracy or (val_acc == state.best_accuracy and val_loss < state.best_loss):
+            state.best_accuracy, state.best_loss, state.best_epoch, state.stale = val_acc, val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            state.stale += 1
+        warning = _overfitting(record, state, settings, phase)
+        if warning:
+            log.warning("%s", warning)
+            warnings.append(warning)
+            record["warning"] = warning
         history.append(record)
         if metrics_log is not None:
             metrics_log.append(record)
         bar.update(epoch, {k: record[k] for k in ("train_loss", "val_loss", "val_accuracy")})
-        # Accuracy decides; among equal accuracies the lower validation loss wins.
-        if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
-            best.update(acc=val_acc, loss=val_loss, epoch=epoch, state=copy.deepcopy(model.state_dict()))
-            stale = 0
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
+        if checkpoint is not None:
+            checkpoint(Checkpoint(
+                phase, dataclasses.replace(state), model.state_dict(), best_state,
+                optim.opt.state_dict(), list(optim.join_steps), torch.get_rng_state(),
+                generator.get_state() if generator is not None else None,
+                list(metrics_log.records) if metrics_log is not None else list(history),
+            ))
+        if state.stale >= settings.patience:
+            stopped = True
+            log.info("%s: early stop after epoch %d; best epoch %d (val accuracy %.4f)",
+                     phase, epoch, state.best_epoch, state.best_accuracy)
+            break
     bar.close()
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    stopped = epoch < settings.epochs
-    if stopped:
-        log.info("%s: early stop after epoch %d; best epoch %d (val accuracy %.4f)",
-                 phase, epoch, best["epoch"], best["acc"])
-    return FitResult(best["epoch"], best["acc"], best["loss"], epoch, stopped, history)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(state.best_epoch, state.best_accuracy, state.best_loss, state.epoch, stopped,
+                     history, warnings)

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import re
 import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .. import surgery
-from ..config import TrainConfig
+from ..config import HEAD_DEFAULTS, TrainConfig
 from ..data import DataBundle, load_data
 from ..errors import ConfigError, DataError, RunFolderError
-from ..models import TransferModel, load_model
-from ..strategies import Strategy, get_strategy
+from ..models import ModelSpec, TransferModel, build_model_from_spec, load_model
+from ..strategies import FeatureExtraction, Strategy, get_strategy
 from . import runfolder as rf
+from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
 from .features import CachedFeatures, extract_features
 from .head import fit_head_adamw, fit_head_lbfgs
 from .loaders import make_indexed_loader, make_loader
-from .loop import LoopSettings, fit, predict_logits
+from .loop import Checkpoint, LoopSettings, fit, predict_logits
 from .metrics import classification_metrics
 from .plots import close, learning_curve_figure
 from .progress import Progress
@@ -71,25 +74,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _settings(cfg: TrainConfig, device: torch.device) -> LoopSettings:
-    return LoopSettings(
-        epochs=cfg.epochs, weight_decay=cfg.weight_decay, warmup_fraction=cfg.warmup_fraction,
-        grad_clip=cfg.grad_clip, label_smoothing=cfg.label_smoothing, patience=cfg.patience,
-        amp=cfg.amp, device=device,
-    )
-
-
-def _load(cfg: TrainConfig) -> tuple[TransferModel, DataBundle]:
-    """Model first (a missing download fails before any data work), then data."""
-    model = load_model(cfg.model, num_classes=2, pretrained=cfg.pretrained, weights=cfg.weights,
-                       pooling=cfg.pooling, max_length=cfg.max_length)
+def _load_data(cfg: TrainConfig, modality: str) -> DataBundle:
     data = load_data(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction,
                      test_fraction=cfg.test_fraction, per_class=cfg.per_class,
                      text_column=cfg.text_column, label_column=cfg.label_column,
                      path_column=cfg.path_column)
-    if data.modality != model.spec.modality:
+    if data.modality != modality:
         raise ConfigError(
-            f"The model {cfg.model} takes {model.spec.modality} input but the data {cfg.data} is "
+            f"The model {cfg.model} takes {modality} input but the data {cfg.data} is "
             f"{data.modality}; pick a {data.modality} model (see `transferkit models`)."
         )
     if len(data.val) == 0 or len(data.train) == 0:
@@ -97,24 +89,36 @@ def _load(cfg: TrainConfig) -> tuple[TransferModel, DataBundle]:
             f"The data {cfg.data} leaves an empty training or validation split ({len(data.train)} "
             f"train, {len(data.val)} val); add examples or raise --val-fraction."
         )
-    torch.manual_seed(cfg.seed)  # the new head's initialisation depends on the seed only
-    model.reset_classifier(len(data.classes))
-    model.spec.labels = list(data.classes)
-    return model, data
+    return data
 
 
 class _Trainer:
-    """One run: holds what both training paths share."""
+    """One run: the phases of a strategy over shared data, device, metrics and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
-                 progress: Progress) -> None:
+                 progress: Progress, started: float) -> None:
         self.cfg, self.model, self.data, self.run_dir, self.progress = cfg, model, data, run_dir, progress
         self.device = resolve_device(cfg.device)
         self.generator = seed_everything(cfg.seed)
         self.metrics = rf.MetricsLog(run_dir / rf.METRICS)
         self.extra: dict[str, Any] = {}
+        self.warnings: list[str] = []
         self.eval_batch = inference_batch_size(cfg.batch_size, self.device, model.spec.modality)
+        self.deadline = started + cfg.time_budget if cfg.time_budget else None
         prepare_model_layout(model, model.spec.modality)
+
+    def settings(self, head_phase_of_two: bool = False) -> LoopSettings:
+        """The loop's settings; LP-FT's first phase fits the head with the head defaults."""
+        cfg = self.cfg
+        epochs, patience, weight_decay = cfg.epochs, cfg.patience, cfg.weight_decay
+        if head_phase_of_two:
+            epochs, patience = HEAD_DEFAULTS["epochs"], HEAD_DEFAULTS["patience"]
+            weight_decay = HEAD_DEFAULTS["weight_decay"]
+        return LoopSettings(
+            epochs=epochs, weight_decay=weight_decay, warmup_fraction=cfg.warmup_fraction,
+            grad_clip=cfg.grad_clip, label_smoothing=cfg.label_smoothing, patience=patience,
+            amp=cfg.amp, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
+        )
 
     def encode(self, name: str) -> CachedFeatures:
         split = getattr(self.data, name)
@@ -127,42 +131,78 @@ class _Trainer:
         log.info("encoded %s split: %d examples in %.1f s", name, len(split), time.perf_counter() - start)
         return cached
 
-    def run_cached(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature extraction: encode each split once, fit the head, return test (logits, labels)."""
+    def run(self, strategy: Strategy, resume: Checkpoint | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the strategy's phases; return the test split's (logits [N, C], labels [N])."""
+        phases = strategy.phases
+        if resume is not None and resume.phase != "head":
+            phases = tuple(p for p in phases if p != "head")  # the head phase had finished
+        result: tuple[torch.Tensor, torch.Tensor] | None = None
+        for i, phase in enumerate(phases):
+            last = i == len(phases) - 1
+            if phase == "head":
+                result = self.run_head(strategy, encode_test=last)
+            else:
+                result = self.run_finetune(strategy, resume)
+        assert result is not None  # every strategy has at least one phase
+        return result
+
+    def run_head(self, strategy: Strategy, encode_test: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Encode splits once with the frozen backbone and fit the head on the cached features."""
+        FeatureExtraction().prepare(self.model)  # only the head; the backbone in eval mode
         self.model.to(self.device).eval()
-        train, val, test = (self.encode(name) for name in ("train", "val", "test"))
+        train, val = self.encode("train"), self.encode("val")
         num_classes = len(self.data.classes)
         if self.cfg.head_solver == "lbfgs":
             head, chosen = fit_head_lbfgs(train, val, num_classes, self.metrics)
             self.extra["lbfgs"] = chosen
         else:
-            head, result = fit_head_adamw(train, val, num_classes, _settings(self.cfg, self.device),
-                                          self.cfg.lr, self.cfg.batch_size, self.generator,
-                                          self.metrics, self.progress)
+            two = len(strategy.phases) > 1  # LP-FT: the probe runs to convergence first
+            head, result = fit_head_adamw(
+                train, val, num_classes, self.settings(head_phase_of_two=two),
+                HEAD_DEFAULTS["lr"] if two else self.cfg.lr, self.cfg.batch_size, self.generator,
+                self.metrics, self.progress, phase="linear-probe" if two else "head")
             self.extra["best_epoch"] = result.best_epoch
+            self.warnings += result.warnings
         self.model.head.load_state_dict(head.state_dict())
+        if not encode_test:
+            return None
+        test = self.encode("test")
         with torch.no_grad():
             logits = self.model.head.cpu()(test.features)
         self.model.head.to(self.device)
         return logits, test.labels
 
-    def run_end_to_end(self, strategy: Strategy) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every epoch runs the network on the training data; return test (logits, labels)."""
+    def run_finetune(self, strategy: Strategy, resume: Checkpoint | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train end to end with the strategy's schedule; checkpoint every epoch."""
         cfg = self.cfg
         self.model.to(self.device)
+        strategy.prepare(self.model)
         train_loader = make_loader(self.model, self.data.train, batch_size=cfg.batch_size, train=True,
                                    augment=cfg.augment, generator=self.generator,
                                    num_workers=cfg.num_workers)
         val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch,
                                  num_workers=cfg.num_workers)
-        groups = strategy.param_groups(self.model, cfg.lr, cfg.head_lr_scale)
-        result = fit(self.model, train_loader, val_loader, groups, _settings(cfg, self.device),
-                     phase=strategy.name, metrics_log=self.metrics, progress=self.progress,
-                     on_epoch_start=strategy.on_epoch_start)
+        phase = "fine-tune" if strategy.phases[0] == "head" else strategy.name
+        result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
+                     self.settings(), phase=phase, metrics_log=self.metrics, progress=self.progress,
+                     on_epoch_start=strategy.on_epoch_start, generator=self.generator,
+                     checkpoint=lambda ck: save_checkpoint(self.run_dir, ck), resume=resume)
         self.extra["best_epoch"] = result.best_epoch
+        self.warnings += result.warnings
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
                                   num_workers=cfg.num_workers)
         return predict_logits(self.model, test_loader, self.device, cfg.amp)
+
+
+def _epochs_to_best(records: list[dict[str, Any]]) -> int:
+    """Epochs run, across phases, up to the final phase's best validation epoch."""
+    if not records:
+        return 0
+    last = records[-1]["phase"]
+    earlier = sum(1 for r in records if r["phase"] != last)
+    final = [r for r in records if r["phase"] == last]
+    best = max(final, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    return earlier + final.index(best) + 1
 
 
 def _write_outputs(trainer: _Trainer, logits: torch.Tensor, labels: torch.Tensor, seconds: float) -> dict[str, Any]:
@@ -173,6 +213,7 @@ def _write_outputs(trainer: _Trainer, logits: torch.Tensor, labels: torch.Tensor
     metrics.update(
         split="test", model=cfg.model, strategy=cfg.strategy, total_params=total,
         trainable_params=trainable, seconds=round(seconds, 2), peak_memory_mb=round(_peak_rss_mb(), 1),
+        epochs_to_best=_epochs_to_best(trainer.metrics.records), warnings=trainer.warnings,
         **trainer.extra,
     )
     if trainer.device.type == "cuda":
@@ -182,6 +223,41 @@ def _write_outputs(trainer: _Trainer, logits: torch.Tensor, labels: torch.Tensor
     rf.atomic_save_figure(run_dir / rf.CURVE, fig)
     close(fig)
     return metrics
+
+
+@contextlib.contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """Send the transferkit log (INFO and up) to RUN_DIR/train.log while the block runs."""
+    handler = logging.FileHandler(run_dir / rf.LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+    old_level = log.level
+    if log.getEffectiveLevel() > logging.INFO:  # library use: the run log still gets INFO
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(old_level)
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
+             progress: bool | None, started: float, resume: Checkpoint | None = None) -> RunResult:
+    strategy = get_strategy(cfg.strategy, cfg)
+    if cfg.augment and "finetune" not in strategy.phases:
+        log.warning("--augment is ignored by %s: each split is encoded once, without "
+                    "augmentation; use an end-to-end strategy to train on augmented images", cfg.strategy)
+    trainer = _Trainer(cfg, model, data, run_dir, Progress(progress), started)
+    if resume is not None:
+        trainer.metrics.records = list(resume.records)
+    logits, labels = trainer.run(strategy, resume)
+    metrics = _write_outputs(trainer, logits, labels, time.perf_counter() - started)
+    remove_checkpoint(run_dir)
+    log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
+             metrics["accuracy"], metrics["macro_f1"], metrics["n"], run_dir)
+    return RunResult(run_dir, metrics, cfg)
 
 
 def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
@@ -202,19 +278,18 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         True
     """
     cfg = absolute_local_paths(config.resolved())
-    start = time.perf_counter()
+    started = time.perf_counter()
     seed_everything(cfg.seed)
-    model, data = _load(cfg)
+    model = load_model(cfg.model, num_classes=2, pretrained=cfg.pretrained, weights=cfg.weights,
+                       pooling=cfg.pooling, max_length=cfg.max_length)
+    data = _load_data(cfg, model.spec.modality)
+    torch.manual_seed(cfg.seed)  # the new head's initialisation depends on the seed only
+    model.reset_classifier(len(data.classes))
+    model.spec.labels = list(data.classes)
+    get_strategy(cfg.strategy, cfg).prepare(model)  # fails early on a bad --group-lrs
     run_dir = _prepare_run_dir(Path(cfg.out) if cfg.out else default_run_dir(cfg))
     cfg = dataclasses.replace(cfg.with_data_defaults(len(data.train)), out=str(run_dir))
-    handler = logging.FileHandler(run_dir / rf.LOG, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.setLevel(logging.INFO)
-    log.addHandler(handler)
-    old_level = log.level
-    if log.getEffectiveLevel() > logging.INFO:  # library use: the run log still gets INFO
-        log.setLevel(logging.INFO)
-    try:
+    with _run_log(run_dir):
         cfg.save(run_dir / rf.CONFIG)
         rf.atomic_write_json(run_dir / rf.MODEL_SPEC, model.spec.to_dict())
         model.save_assets(run_dir / rf.ASSETS)
@@ -222,24 +297,26 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
             log.info("%s", line)
         log.info("data: %d train / %d val / %d test examples, %d classes", len(data.train),
                  len(data.val), len(data.test), len(data.classes))
-        strategy = get_strategy(cfg.strategy)
-        strategy.prepare(model)
         total, trainable = surgery.count_parameters(model)
-        log.info("model %s: %d parameters, %d trainable (%s)", cfg.model, total, trainable, cfg.strategy)
-        trainer = _Trainer(cfg, model, data, run_dir, Progress(progress))
-        if strategy.uses_feature_cache:
-            if cfg.augment:
-                log.warning("--augment is ignored by %s: each split is encoded once, without "
-                            "augmentation; use --strategy full to train on augmented images", cfg.strategy)
-            logits, labels = trainer.run_cached()
-        else:
-            logits, labels = trainer.run_end_to_end(strategy)
-        metrics = _write_outputs(trainer, logits, labels, time.perf_counter() - start)
-        log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
-                 metrics["accuracy"], metrics["macro_f1"], metrics["n"], run_dir)
-    finally:
-        log.setLevel(old_level)
-        log.removeHandler(handler)
-        handler.close()
-    return RunResult(run_dir, metrics, cfg)
+        log.info("model %s: %d parameters, %d trainable at the start (%s)", cfg.model, total,
+                 trainable, cfg.strategy)
+        return _execute(cfg, model, data, run_dir, progress, started)
 
+
+def resume(run_dir: str | Path, *, progress: bool | None = None) -> RunResult:
+    """Continue an interrupted run from its last finished epoch, with the same frozen groups,
+    optimizer groups and state, random states and metrics so far.
+
+    Example:
+        >>> resume("runs/resnet18-gradual-20261127-120000")  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    ck = load_checkpoint(run_dir)
+    cfg = TrainConfig.load(run_dir / rf.CONFIG)
+    spec = ModelSpec.from_dict(json.loads((run_dir / rf.MODEL_SPEC).read_text(encoding="utf-8")))
+    model = build_model_from_spec(spec, run_dir / rf.ASSETS)
+    model.load_state_dict(ck.model)
+    data = _load_data(cfg, spec.modality)
+    with _run_log(run_dir):
+        log.info("resuming %s after epoch %d of phase %s", run_dir, ck.state.epoch, ck.phase)
+        return _execute(cfg, model, data, run_dir, progress, time.perf_counter(), resume=ck)
