@@ -8,6 +8,7 @@ Example:
 """
 
 from .api import Run, evaluate, load_run, predict
+from .compare import CompareResult, compare
 from .config import TrainConfig
 from .errors import (
     ConfigError,
@@ -20,13 +21,15 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .models import ModelSpec, TransferModel, list_models, load_model
-from .train import RunResult, train
+from .recommend import Recommendation, recommend
+from .train import RunResult, resume, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "TrainConfig", "train", "RunResult", "evaluate", "predict", "load_run", "Run",
+    "TrainConfig", "train", "resume", "RunResult", "evaluate", "predict", "load_run", "Run",
     "load_model", "list_models", "ModelSpec", "TransferModel",
+    "compare", "CompareResult", "recommend", "Recommendation",
     "TransferkitError", "ConfigError", "DataError", "RunFolderError", "UnknownModelError",
     "UnsupportedModelError", "WeightsMismatchError", "WeightsUnavailableError", "__version__",
 ]

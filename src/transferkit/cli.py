@@ -134,9 +134,11 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
               help="Start from pre-trained weights (default) or from random weights.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="A config.yaml from a run folder: reproduces that run (options given here override).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue an interrupted run from its folder's last finished epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the test metrics as one JSON object.")
 @_config_options
-def train_cmd(config_file: str | None, as_json: bool, **values: Any) -> None:
+def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, **values: Any) -> None:
     """Adapt a pre-trained model to a labelled dataset and write a run folder.
 
     \b
@@ -144,9 +146,18 @@ def train_cmd(config_file: str | None, as_json: bool, **values: Any) -> None:
       transferkit train --model builtin:efficientnet_lite0 --data builtin:mnist --per-class 50
       transferkit train --model builtin:minilm --data news.csv --strategy full --epochs 3
       transferkit train --config runs/<run>/config.yaml --out runs/again
+      transferkit train --model builtin:efficientnet_lite0 --data imgs --strategy gradual --lr-decay 0.3
+      transferkit train --resume runs/<interrupted run>
     """
-    config = _build_config(config_file, values)
-    result = tk.train(config)
+    if resume_dir:
+        given = sorted(k for k, v in values.items() if v is not None)
+        if given or config_file:
+            raise tk.ConfigError(
+                f"--resume continues a run with its saved config; drop {', '.join('--' + g.replace('_', '-') for g in given) or '--config'}."
+            )
+        result = tk.resume(resume_dir)
+    else:
+        result = tk.train(_build_config(config_file, values))
     metrics = result.test_metrics
     if as_json:
         click.echo(json.dumps({"run_dir": str(result.run_dir), **_summary(metrics)}))
@@ -226,6 +237,83 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
         shown = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"])
         label = result["input"] if len(result["input"]) <= 60 else result["input"][:57] + "..."
         click.echo(f"{label}\t{shown}")
+
+
+def _field_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--option`` per named TrainConfig field (help and type from the field), default None."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        helps = tk.TrainConfig.field_help()
+        for name in reversed(names):
+            flag = name.replace("_", "-")
+            func = click.option(f"--{flag}", name, type=_base_type(name), default=None, help=helps[name])(func)
+        return func
+    return decorate
+
+
+_SPLIT_FIELDS = ("per_class", "seed", "val_fraction", "test_fraction", "text_column", "label_column",
+                 "path_column", "max_length", "device", "weights")
+
+
+@cli.command("compare")
+@click.option("--model", "model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
+@click.option("--data", "data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
+@click.option("--strategies", "strategies", help="Comma-separated strategies (default: all of them).")
+@click.option("--out", "out", help="Comparison folder (default: runs/compare-<model>-<time>).")
+@click.option("--time-budget", "time_budget", type=float,
+              help="Seconds for the whole comparison, shared equally by the strategies still to run.")
+@click.option("--pretrained/--no-pretrained", "pretrained", default=None,
+              help="Start from pre-trained weights (default) or from random weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print compare.json's rows as one JSON array.")
+@_field_options("epochs", "batch_size", *_SPLIT_FIELDS)
+def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
+                time_budget: float | None, as_json: bool, **values: Any) -> None:
+    """Train several strategies on the same splits and compare accuracy, size, time and memory.
+
+    Writes compare.json, compare.md, val_accuracy.png and a `best` link to the best run.
+
+    \b
+    Example:
+      transferkit compare --model builtin:efficientnet_lite0 --data builtin:digits --per-class 10
+      transferkit compare --model builtin:minilm --data news.csv --strategies feature-extraction,full --json
+    """
+    names = strategies.split(",") if strategies is not None else None
+    result = tk.compare(model, data, strategies=names, out=out, time_budget=time_budget,
+                        **{k: v for k, v in values.items() if v is not None})
+    if as_json:
+        click.echo(json.dumps(result.rows))
+        return
+    click.echo(result.markdown)
+    click.echo(f"comparison folder: {result.out_dir}")
+
+
+@cli.command("recommend")
+@click.option("--model", "model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
+@click.option("--data", "data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
+@click.option("--pretrained/--no-pretrained", "pretrained", default=None,
+              help="Start from pre-trained weights (default) or from random weights.")
+@click.option("--explain", is_flag=True, help="Also print the measured inputs and the whole rule table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recommendation as one JSON object.")
+@_field_options(*_SPLIT_FIELDS)
+def recommend_cmd(model: str, data: str, explain: bool, as_json: bool, **values: Any) -> None:
+    """Recommend a strategy and its settings from measured data size, model size and feature fit.
+
+    \b
+    Example:
+      transferkit recommend --model builtin:efficientnet_lite0 --data builtin:digits --per-class 10
+      transferkit recommend --model builtin:minilm --data news.csv --explain
+    """
+    given = {k: v for k, v in values.items() if v is not None}
+    rec = tk.recommend(model, data, **given)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(rec)))
+        return
+    click.echo(f"recommended strategy: {rec.strategy}")
+    click.echo(f"command: {rec.command}")
+    click.echo("why:")
+    for reason in rec.reasons:
+        click.echo(f"  - {reason}")
+    if explain:
+        click.echo(rec.explanation())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,335 @@
+"""``compare``: run several adaptation strategies on the same splits and tabulate the results.
+
+Every strategy trains with :func:`transferkit.train` on the same data spec, seed and fractions,
+so the splits are identical and the test accuracies are comparable. The comparison folder holds:
+
+    DIR/
+      runs/<strategy>/   one ordinary run folder per strategy
+      compare.json       one object per strategy (accuracy, macro_f1, params, seconds, ...)
+      compare.md         the same as a Markdown table, and which run is best
+      val_accuracy.png   validation accuracy against cumulative epoch seconds, one line per strategy
+      best               relative symlink to runs/<best strategy> (best.txt where symlinks fail)
+
+All runs happen in this process, one after the other; see ``PEAK_MEMORY_NOTE`` for what that
+means for the memory column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import strategies as _strategies
+from .config import TrainConfig
+from .errors import ConfigError, RunFolderError, TransferkitError
+from .train import runfolder as rf
+from .train import train
+
+__all__ = ["compare", "CompareResult", "pick_best", "COMPARE_JSON", "COMPARE_MD", "COMPARE_PLOT"]
+
+log = logging.getLogger("transferkit")
+
+COMPARE_JSON = "compare.json"
+COMPARE_MD = "compare.md"
+COMPARE_PLOT = "val_accuracy.png"
+BEST_LINK = "best"
+BEST_TXT = "best.txt"
+SKIPPED = "skipped (time budget)"
+
+# Options that define *what* is compared, not how one strategy trains: compare sets them itself.
+_RESERVED = {"model", "data", "strategy", "out"}
+
+PEAK_MEMORY_NOTE = (
+    "Peak memory is the maximum resident set size of the one process that ran every strategy in "
+    "turn, so it never decreases from one row to the next: a row shows the largest footprint so far, "
+    "not that strategy's alone. For a per-strategy figure run `transferkit train --strategy NAME` "
+    "in a fresh process."
+)
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` returns.
+
+    Attributes:
+        out_dir: the comparison folder.
+        rows: one dict per strategy, in the order run (the content of compare.json).
+        best: the best row (highest test accuracy, then macro-F1, then fewer trainable params).
+        markdown: the content of compare.md.
+    """
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    best: dict[str, Any]
+    markdown: str
+
+
+def _default_dir(model: str) -> Path:
+    """``runs/compare-<model>-<YYYYmmdd-HHMMSS>`` (the model's last path part, file-name safe)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.split(":", 1)[-1].rstrip("/").split("/")[-1])
+    return Path("runs") / f"compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_strategies(names: Sequence[str] | None) -> list[str]:
+    """The strategies to run, validated against the names registered right now."""
+    known = tuple(_strategies.STRATEGY_NAMES)  # read at call time: strategies are added over time
+    if names is None:
+        return list(known)
+    chosen = [n.strip() for n in names if n and n.strip()]
+    unknown = [n for n in chosen if n not in known]
+    if unknown or not chosen:
+        what = f"unknown strategy {', '.join(repr(n) for n in unknown)}" if unknown else "no strategy given"
+        raise ConfigError(
+            f"strategies: {what}; choose from {', '.join(known)} (comma-separated, e.g. "
+            f"--strategies {','.join(known[:2])}), or leave --strategies out to compare them all."
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"strategies: {', '.join(chosen)} names a strategy twice; list each once.")
+    return chosen
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Training options shared by every run: TrainConfig fields other than the reserved ones."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(set(options) - (fields - _RESERVED))
+    if bad:
+        raise ConfigError(
+            f"compare: {', '.join(bad)} cannot be passed to every run; give model, data and "
+            "strategies as their own arguments, and any of these training options: "
+            f"{', '.join(sorted(fields - _RESERVED))}."
+        )
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl records (empty if the file is missing)."""
+    path = run_dir / rf.METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _epochs_to_best(records: list[dict[str, Any]]) -> int | None:
+    """Epochs trained (over all phases) until the epoch whose weights were kept.
+
+    The loop keeps the best epoch of its *last* phase (highest val accuracy, then lowest val loss),
+    so that is the epoch counted here. An L-BFGS head sweeps L2 strengths, not epochs: ``None``.
+    """
+    epochs = [r for r in records if r.get("phase") != "head-lbfgs" and "val_accuracy" in r]
+    if not epochs:
+        return None
+    start = len(epochs)
+    while start > 0 and epochs[start - 1].get("phase") == epochs[-1].get("phase"):
+        start -= 1
+    phase = epochs[start:]  # the last phase's epochs
+    best = max(range(len(phase)), key=lambda i: (phase[i]["val_accuracy"], -phase[i].get("val_loss", 0.0), -i))
+    return start + best + 1
+
+
+def _row(strategy: str, run_dir: Path, status: str, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    metrics = metrics or {}
+    records = _read_records(run_dir) if metrics else []
+    return {
+        "strategy": strategy,
+        "status": status,
+        "accuracy": metrics.get("accuracy"),
+        "macro_f1": metrics.get("macro_f1"),
+        "trainable_params": metrics.get("trainable_params"),
+        "total_params": metrics.get("total_params"),
+        "seconds": metrics.get("seconds"),
+        "peak_memory_mb": metrics.get("peak_memory_mb"),
+        "epochs_to_best": _epochs_to_best(records),
+        "epochs": sum(1 for r in records if r.get("phase") != "head-lbfgs") or None,
+        "run_dir": str(run_dir) if metrics else None,
+    }
+
+
+def pick_best(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best finished row: highest test accuracy, then macro-F1, then fewer trainable params.
+
+    Example:
+        >>> pick_best([{"status": "ok", "accuracy": 0.9, "macro_f1": 0.9, "trainable_params": 10},
+        ...            {"status": "ok", "accuracy": 0.9, "macro_f1": 0.9, "trainable_params": 5}])["trainable_params"]
+        5
+    """
+    done = [r for r in rows if r["status"] == "ok" and r["accuracy"] is not None
+            and not math.isnan(r["accuracy"])]
+    if not done:
+        return None
+    return max(done, key=lambda r: (r["accuracy"], r["macro_f1"] or 0.0, -(r["trainable_params"] or 0)))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], header: str, best: dict[str, Any] | None) -> str:
+    """compare.md: a title line, the settings line, the table (best accuracy bold), best run."""
+    top = max((r["accuracy"] for r in rows if r["status"] == "ok" and r["accuracy"] is not None), default=None)
+    lines = [header, "",
+             "| strategy | status | accuracy | macro-F1 | trainable params | total params | seconds "
+             "| peak memory (MB) [1] | epochs to best | run |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        acc = _fmt(r["accuracy"])
+        if top is not None and r["accuracy"] == top:
+            acc = f"**{acc}**"
+        run = Path(r["run_dir"]).name if r["run_dir"] else "-"
+        lines.append(f"| {r['strategy']} | {r['status']} | {acc} | {_fmt(r['macro_f1'])} | "
+                     f"{_fmt(r['trainable_params'])} | {_fmt(r['total_params'])} | {_fmt(r['seconds'], 1)} | "
+                     f"{_fmt(r['peak_memory_mb'], 1)} | {_fmt(r['epochs_to_best'])} | {run} |")
+    lines.append("")
+    if best is not None:
+        lines.append(f"Best: **{best['strategy']}** (test accuracy {_fmt(best['accuracy'])}, macro-F1 "
+                     f"{_fmt(best['macro_f1'])}, {_fmt(best['trainable_params'])} trainable params): "
+                     f"`{BEST_LINK}` -> `runs/{best['strategy']}`.")
+    lines += ["", "Best = highest test accuracy, ties broken by macro-F1, then by fewer trainable "
+              "parameters. Seconds are each run's total wall-clock time (loading, encoding, training, "
+              "testing).", "", f"[1] {PEAK_MEMORY_NOTE}", ""]
+    return "\n".join(lines)
+
+
+def _plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """Validation accuracy against cumulative epoch seconds; every phase of a run on one line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # file-only backend: works on servers without a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        records = [x for x in _read_records(Path(r["run_dir"]))
+                   if x.get("val_accuracy") is not None] if r["run_dir"] else []
+        if not records:
+            continue
+        xs, total = [], 0.0
+        for rec in records:
+            total += float(rec.get("seconds") or 0.0)
+            xs.append(total)
+        ax.plot(xs, [rec["val_accuracy"] for rec in records], marker="o", markersize=3, label=r["strategy"])
+    # Only per-epoch time is logged: model loading and the one-off feature encoding are not on the axis.
+    ax.set(xlabel="cumulative epoch seconds (excluding loading and feature encoding)",
+           ylabel="validation accuracy", title=title, ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title="strategy")
+    fig.tight_layout()
+    rf.atomic_save_figure(path, fig)
+    plt.close(fig)
+
+
+def _link_best(out_dir: Path, best: dict[str, Any]) -> None:
+    """``DIR/best -> runs/<strategy>`` (relative, so the folder can move); best.txt as fallback."""
+    target = Path("runs") / best["strategy"]
+    link, tmp = out_dir / BEST_LINK, out_dir / f".{BEST_LINK}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp, target_is_directory=True)
+        os.replace(tmp, link)  # atomic: a reader sees the old link or the new one
+    except OSError as exc:  # e.g. filesystems or Windows accounts without symlink rights
+        tmp.unlink(missing_ok=True)
+        log.warning("could not create the symlink %s (%s); writing %s instead", link, exc, BEST_TXT)
+        rf.atomic_write_text(out_dir / BEST_TXT, str(best["run_dir"]) + "\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
+
+
+def compare(model: str, data: str, *, strategies: Sequence[str] | None = None,
+            out: str | Path | None = None, time_budget: float | None = None,
+            progress: bool | None = None, **options: Any) -> CompareResult:
+    """Train ``model`` on ``data`` with several strategies on identical splits and compare them.
+
+    Args:
+        model: model spec, e.g. ``builtin:efficientnet_lite0``.
+        data: data spec, e.g. ``builtin:mnist`` or a folder.
+        strategies: strategy names (default: every registered strategy, in registry order).
+        out: comparison folder (default ``runs/compare-<model>-<time>``); must be new or empty.
+        time_budget: seconds for the whole comparison. Each strategy still to run gets an equal
+            share of what is left (passed as its ``time_budget`` when TrainConfig has that field);
+            strategies reached after the budget is spent are marked skipped. The clock starts
+            with the first strategy, which therefore always runs.
+        progress: progress bars in each run (default: when stderr is a terminal).
+        **options: TrainConfig fields given to every run (per_class, seed, epochs, ...).
+
+    Returns:
+        A :class:`CompareResult`; the same content is in ``out``'s compare.json and compare.md.
+
+    Raises:
+        ConfigError: unknown strategy names or options, or a non-positive time budget.
+        RunFolderError: ``out`` exists and is not empty.
+        TransferkitError: every strategy failed (the first failure's error is raised).
+
+    Example:
+        >>> result = compare("builtin:efficientnet_lite0", "builtin:digits", per_class=10,
+        ...                  strategies=["feature-extraction", "full"], epochs=3)  # doctest: +SKIP
+        >>> result.best["strategy"], result.out_dir  # doctest: +SKIP
+        ('full', PosixPath('runs/compare-efficientnet_lite0-20261127-120000'))
+    """
+    names = _check_strategies(strategies)
+    shared = _check_options(options)
+    if time_budget is not None and not time_budget > 0:
+        raise ConfigError(f"time_budget: must be a positive number of seconds, got {time_budget!r}.")
+    # Build every config before any training, so a bad option fails in a second, not after a run.
+    configs = {name: TrainConfig(model=model, data=data, strategy=name, **shared) for name in names}
+    out_dir = Path(out) if out else _default_dir(model)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RunFolderError(f"Comparison folder {out_dir} already exists and is not empty; nothing was "
+                             "overwritten. Choose another --out, or remove that folder first.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    has_budget = "time_budget" in {f.name for f in dataclasses.fields(TrainConfig)}
+    rows: list[dict[str, Any]] = []
+    errors: list[TransferkitError] = []
+    start: float | None = None
+    for i, name in enumerate(names):
+        run_dir = out_dir / "runs" / name
+        cfg = dataclasses.replace(configs[name], out=str(run_dir))
+        if time_budget is not None:
+            start = time.perf_counter() if start is None else start
+            left = time_budget - (time.perf_counter() - start)
+            if left <= 0:
+                log.info("compare: %s skipped, the %.1f s time budget is spent", name, time_budget)
+                rows.append(_row(name, run_dir, SKIPPED, None))
+                continue
+            if has_budget:
+                cfg = dataclasses.replace(cfg, time_budget=left / (len(names) - i))
+        log.info("compare: strategy %d/%d: %s", i + 1, len(names), name)
+        try:
+            result = train(cfg, progress=progress)
+        except TransferkitError as exc:  # bad input for this strategy only; the others still run
+            log.warning("compare: %s failed: %s", name, _one_line(exc))
+            errors.append(exc)
+            rows.append(_row(name, run_dir, f"failed: {_one_line(exc)}", None))
+        else:
+            rows.append(_row(name, Path(result.run_dir).resolve(), "ok", result.test_metrics))
+        rf.atomic_write_json(out_dir / COMPARE_JSON, rows)  # a killed comparison keeps what finished
+    best = pick_best(rows)
+    header = (f"# Strategy comparison\n\nmodel: `{model}` · data: `{data}` · seed: {configs[names[0]].seed} · "
+              f"per-class: {shared.get('per_class', 'all')} · time budget: "
+              f"{f'{time_budget:g} s' if time_budget is not None else 'none'}")
+    text = markdown_table(rows, header, best)
+    rf.atomic_write_json(out_dir / COMPARE_JSON, rows)
+    rf.atomic_write_text(out_dir / COMPARE_MD, text)
+    if best is None:
+        if errors:
+            raise errors[0]
+        raise TransferkitError(f"No strategy produced a test accuracy (see {out_dir / COMPARE_MD}); "
+                               "give the data a test split (--test-fraction) or a larger --time-budget.")
+    _plot(rows, out_dir / COMPARE_PLOT, f"{model} on {data}")
+    _link_best(out_dir, best)
+    return CompareResult(out_dir, rows, best, text)

@@ -1,0 +1,343 @@
+"""``recommend``: which adaptation strategy to use on this model and data, with what settings, and why.
+
+The advice follows the classic transfer-learning table (how much data, how far the target is from
+the pre-training domain), driven by measured inputs rather than guesses:
+
+- examples per class in the training split (median over classes) and the number of classes, from
+  the same ``load_data`` call, seed, fractions and ``per_class`` that training would use;
+- model size (total parameters of the loaded model);
+- **separability**: how well the frozen pre-trained features already separate the classes. A
+  linear probe (L-BFGS logistic regression) is fitted on cached features of at most 20 training
+  examples per class (400 in all) and scored on up to 200 validation examples;
+  ``separability = (probe accuracy - 1/C) / (1 - 1/C)`` is 0 at chance and 1 when perfect. The
+  probe sees few examples, so it measures the features, not what the full data could reach;
+- compute: whether CUDA is available.
+
+The rules live in :func:`decide`, a pure function of those measurements, so every branch is
+testable without a model. ``RULES`` is the same table in words (printed by ``--explain``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Sequence
+
+import torch
+
+from . import strategies as _strategies
+from .config import TrainConfig
+from .data import load_data
+from .errors import ConfigError, DataError
+from .models import load_model
+from .train.device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
+from .train.features import CachedFeatures, extract_features
+from .train.head import fit_head_lbfgs
+from .train.loaders import make_indexed_loader
+
+__all__ = ["recommend", "Recommendation", "Decision", "decide", "measure", "train_command", "RULES"]
+
+VERY_SMALL = 30  # examples per class below which only the head (or very little more) can be trained
+LARGE = 300  # examples per class above which the whole network can be fine-tuned safely
+SIMILAR = 0.7  # separability at or above which the pre-trained features already fit the task
+LARGE_SHIFT = 0.4  # separability below which the features need to change a lot
+LARGE_MODEL = 100_000_000  # parameters above which fine-tuning on a CPU is impractically slow
+PROBE_PER_CLASS, PROBE_MAX_TRAIN, PROBE_MAX_VAL = 20, 400, 200
+PROBE_L2 = 1e-2  # one fixed strength: choosing it on the validation split would flatter the probe
+FULL_LR = {"image": 1e-4, "text": 3e-5}  # text encoders forget faster; a lower rate keeps them intact
+
+
+class Rule(NamedTuple):
+    name: str
+    when: str
+    then: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("large-model-cpu", f"> {LARGE_MODEL // 10**6} M parameters and no CUDA",
+         "feature-extraction (lp-ft if the features separate poorly and there is data); "
+         "LoRA will be the answer once transferkit has it"),
+    Rule("tiny-similar", f"< {VERY_SMALL} examples per class and separability >= {SIMILAR}",
+         "feature-extraction with the L-BFGS head (L2 chosen on validation)"),
+    Rule("tiny-shifted", f"< {VERY_SMALL} examples per class and separability < {SIMILAR}",
+         "lp-ft, 5 epochs, fine-tune lr 1e-5 (else last-n with 1 group)"),
+    Rule("large-or-shifted", f"> {LARGE} examples per class, or separability < {LARGE_SHIFT}",
+         "full fine-tuning, lr 1e-4 (images) / 3e-5 (text) (else lp-ft)"),
+    Rule("medium-similar", f"{VERY_SMALL}-{LARGE} examples per class and separability >= {SIMILAR}",
+         "feature-extraction with the AdamW head (last-n with 1 group if you need more)"),
+    Rule("medium-shifted", f"{VERY_SMALL}-{LARGE} examples per class and separability "
+         f"{LARGE_SHIFT}-{SIMILAR}", "last-n with 2 groups and discriminative rates (lr_decay 0.3), "
+         "else discriminative, else gradual unfreezing"),
+)
+
+
+class Decision(NamedTuple):
+    """What :func:`decide` returns: the rule that fired and its (available) choice."""
+
+    rule: str
+    strategy: str
+    hyperparameters: dict[str, Any]
+    reasons: list[str]
+
+
+@dataclass
+class Recommendation:
+    """A strategy, its TrainConfig settings, why, what was measured, and the command to run it.
+
+    Attributes:
+        strategy: a name in ``transferkit.strategies.STRATEGY_NAMES``.
+        hyperparameters: TrainConfig field names -> values, ``strategy`` included.
+        reasons: one sentence per reason, the rule that fired first.
+        measurements: the measured inputs (see :func:`measure`).
+        command: a ready-to-run ``transferkit train ...`` line.
+        rule: the name of the rule in ``RULES`` that fired.
+    """
+
+    strategy: str
+    hyperparameters: dict[str, Any]
+    reasons: list[str] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+    rule: str = ""
+
+    def explanation(self) -> str:
+        """The measured inputs and the whole rule table, the rule that fired marked with ``*``."""
+        lines = ["measured:"] + [f"  {k}: {v}" for k, v in self.measurements.items()]
+        lines.append("rules (first match wins; * = the rule that fired):")
+        for rule in RULES:
+            lines.append(f"  {'*' if rule.name == self.rule else ' '} {rule.name}: if {rule.when} -> {rule.then}")
+        return "\n".join(lines)
+
+
+def _first_available(options: Sequence[tuple[str, dict[str, Any]]], available: Sequence[str],
+                     reasons: list[str]) -> tuple[str, dict[str, Any]]:
+    """The first option whose strategy exists; say so when the preferred one does not."""
+    for i, (name, hyper) in enumerate(options):
+        if name in available:
+            if i:
+                reasons.append(f"{options[0][0]} is not available in this transferkit "
+                               f"(available: {', '.join(available)}); {name} is the nearest.")
+            return name, {"strategy": name, **hyper}
+    # feature-extraction and full always exist; reaching this means the registry is empty.
+    raise ConfigError(f"No recommended strategy is available (registered: {', '.join(available) or 'none'}); "
+                      "reinstall transferkit.")
+
+
+def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decision:
+    """Apply the strategy table to measurements; the first matching rule of ``RULES`` wins.
+
+    Args:
+        m: at least ``per_class`` (median training examples per class), ``separability``
+            (0 = chance, 1 = perfect linear probe), ``total_params``, ``cuda`` (bool) and
+            ``modality`` (``image`` or ``text``).
+        available: strategy names to choose from (default: those registered now).
+
+    Returns:
+        A :class:`Decision`; strategies not in ``available`` fall back to the nearest that is.
+
+    Example:
+        >>> d = decide({"per_class": 10, "separability": 0.9, "total_params": 4_000_000,
+        ...             "cuda": False, "modality": "image"}, ["feature-extraction", "full"])
+        >>> d.rule, d.strategy, d.hyperparameters["head_solver"]
+        ('tiny-similar', 'feature-extraction', 'lbfgs')
+    """
+    available = tuple(_strategies.STRATEGY_NAMES if available is None else available)
+    n, sep = float(m["per_class"]), float(m["separability"])
+    lr = FULL_LR.get(m.get("modality", "image"), 1e-4)
+    data = f"{n:g} training examples per class (median)"
+    feats = f"separability {sep:.2f} (linear probe accuracy {m.get('probe_accuracy', float('nan')):.2f})"
+    fe_tiny = ("feature-extraction", {"head_solver": "lbfgs"})
+    reasons: list[str]
+    if m["total_params"] > LARGE_MODEL and not m["cuda"]:
+        rule = "large-model-cpu"
+        reasons = [f"The model has {m['total_params'] / 1e6:.0f} M parameters and there is no CUDA "
+                   "GPU: fine-tuning it on a CPU is slow, so train as little as possible.",
+                   "LoRA (small trainable adapters) will be the better answer once transferkit has it."]
+        if sep >= SIMILAR or n < VERY_SMALL:
+            options = [fe_tiny if n < VERY_SMALL else ("feature-extraction", {"head_solver": "adamw"})]
+            reasons.append(f"With {data} and {feats}, a head on frozen features is enough.")
+        else:
+            options = [("lp-ft", {"epochs": 3, "lr": 1e-5}), ("feature-extraction", {"head_solver": "adamw"})]
+            reasons.append(f"{feats} is low, so after the linear probe a short, gentle fine-tune "
+                           "(3 epochs, lr 1e-5) adapts the features.")
+    elif n < VERY_SMALL and sep >= SIMILAR:
+        rule, options = "tiny-similar", [fe_tiny]
+        reasons = [f"{data} is very little data (< {VERY_SMALL}): fine-tuning the backbone would overfit.",
+                   f"{feats} >= {SIMILAR}: the pre-trained features already separate the classes.",
+                   "The L-BFGS head solves the logistic regression exactly and picks its L2 "
+                   "strength on the validation split, which suits a few examples best."]
+    elif n < VERY_SMALL:
+        rule = "tiny-shifted"
+        options = [("lp-ft", {"epochs": 5, "lr": 1e-5}),
+                   ("last-n", {"last_n": 1, "epochs": 5, "lr": 1e-5}), fe_tiny]
+        reasons = [f"{data} is very little data (< {VERY_SMALL}): only a small, gentle change to "
+                   "the backbone is safe.",
+                   f"{feats} < {SIMILAR}: the features fit the task only partly, so the head "
+                   "alone will plateau.",
+                   "Linear probe then fine-tune (lp-ft) first fits the head on frozen features, so the "
+                   "fine-tune starts from a good head and moves the backbone little (5 epochs, lr 1e-5)."]
+    elif n > LARGE or sep < LARGE_SHIFT:
+        rule = "large-or-shifted"
+        options = [("full", {"epochs": 10, "lr": lr}), ("lp-ft", {"epochs": 10, "lr": lr})]
+        why = (f"{data} is enough data (> {LARGE}) to fine-tune every layer" if n > LARGE else
+               f"{feats} < {LARGE_SHIFT}: the target is far from the pre-training data, so every "
+               "layer needs to adapt")
+        reasons = [why + ".", f"Full fine-tuning at lr {lr:g} ({m.get('modality', 'image')} models; "
+                   "low enough to keep the pre-trained knowledge), early stopping on validation."]
+    elif sep >= SIMILAR:
+        rule, options = "medium-similar", [("feature-extraction", {"head_solver": "adamw"})]
+        reasons = [f"{data} is small to medium ({VERY_SMALL}-{LARGE}) and {feats} >= {SIMILAR}: "
+                   "the frozen features already fit, a head on cached features is fast and strong.",
+                   "If accuracy falls short, try last-n with 1 group (`transferkit compare`)."]
+    else:
+        rule = "medium-shifted"
+        # With lr_decay, --lr is the head's rate: 5e-4 gives the head 5e-4, the top group 1.5e-4
+        # and the next 4.5e-5, close to full fine-tuning's 1e-3 head / 1e-4 body.
+        options = [("last-n", {"last_n": 2, "lr_decay": 0.3, "lr": 5e-4, "epochs": 10}),
+                   ("discriminative", {"lr_decay": 0.3, "lr": 5e-4, "epochs": 10}),
+                   ("gradual", {"unfreeze_every": 2}), ("full", {"epochs": 10, "lr": lr})]
+        reasons = [f"{data} is small to medium ({VERY_SMALL}-{LARGE}) and {feats} is moderate "
+                   f"({LARGE_SHIFT}-{SIMILAR}): adapt the top of the network, keep the generic lower layers.",
+                   "Training the last 2 layer groups with rates shrinking 0.3x per group downwards "
+                   "from the head's 5e-4 changes the task-specific layers most."]
+    reasons.insert(0, f"Rule {rule}: {next(r.when for r in RULES if r.name == rule)}.")
+    strategy, hyper = _first_available(options, available, reasons)
+    return Decision(rule, strategy, hyper, [r[:1].upper() + r[1:] for r in reasons])
+
+
+def _probe_sample(labels: Sequence[int], per_class: int, limit: int, seed: int) -> list[int]:
+    """Seeded indices: at most ``per_class`` of each class and ``limit`` in all (round-robin)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g).tolist()
+    taken: dict[int, int] = {}
+    chosen = []
+    for i in order:
+        if taken.get(labels[i], 0) < per_class and len(chosen) < limit:
+            taken[labels[i]] = taken.get(labels[i], 0) + 1
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def measure(model: str, data: str, *, per_class: int | None = None, seed: int = 0,
+            val_fraction: float = 0.15, test_fraction: float = 0.15, text_column: str = "text",
+            label_column: str = "label", path_column: str = "path", pretrained: bool = True,
+            weights: str | None = None, max_length: int | None = None, device: str = "auto") -> dict[str, Any]:
+    """Measure what :func:`decide` needs: data size, classes, model size, separability, CUDA.
+
+    Returns:
+        ``{"per_class", "per_class_min", "per_class_max", "num_classes", "n_train", "modality",
+        "total_params", "probe_accuracy", "separability", "probe_train", "probe_val", "cuda",
+        "seconds"}``.
+
+    Example:
+        >>> measure("builtin:efficientnet_lite0", "builtin:digits", per_class=10)["per_class"]  # doctest: +SKIP
+        10.0
+    """
+    start = time.perf_counter()
+    seed_everything(seed)
+    net = load_model(model, num_classes=2, pretrained=pretrained, weights=weights, max_length=max_length)
+    bundle = load_data(data, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                       per_class=per_class, text_column=text_column, label_column=label_column,
+                       path_column=path_column)
+    if bundle.modality != net.spec.modality:
+        raise ConfigError(f"The model {model} takes {net.spec.modality} input but the data {data} is "
+                          f"{bundle.modality}; pick a model for {bundle.modality} data (see `transferkit models`).")
+    held_out = bundle.val if len(bundle.val) else bundle.test
+    if len(bundle.train) == 0 or len(held_out) == 0:
+        raise DataError(f"The data {data} leaves no training or no held-out examples ({len(bundle.train)} "
+                        f"train, {len(bundle.val)} val, {len(bundle.test)} test); add examples or raise --val-fraction.")
+    num_classes = bundle.num_classes
+    counts = bundle.train.class_counts(num_classes)
+    net.reset_classifier(num_classes)  # count parameters as training will have them
+    torch_device = resolve_device(device)
+    prepare_model_layout(net, net.spec.modality).to(torch_device).eval()
+    batch = inference_batch_size(32, torch_device, net.spec.modality)
+
+    def encode(split: Any, idx: list[int]) -> CachedFeatures:
+        part = split.subset(idx)
+        loader = make_indexed_loader(net, part, batch_size=batch)
+        return extract_features(net, loader, len(part), torch_device)
+
+    cap = max(1, min(PROBE_PER_CLASS, PROBE_MAX_TRAIN // num_classes))
+    train = encode(bundle.train, _probe_sample(bundle.train.labels, cap, PROBE_MAX_TRAIN, seed))
+    val_idx = _probe_sample(held_out.labels, len(held_out), PROBE_MAX_VAL, seed + 1)
+    val = encode(held_out, val_idx)
+    _, chosen = fit_head_lbfgs(train, val, num_classes, grid=(PROBE_L2,))
+    acc, chance = float(chosen["val_accuracy"]), 1.0 / num_classes
+    return {
+        "per_class": float(statistics.median(counts)), "per_class_min": min(counts),
+        "per_class_max": max(counts), "num_classes": num_classes, "n_train": len(bundle.train),
+        "modality": net.spec.modality, "total_params": sum(p.numel() for p in net.parameters()),
+        "probe_accuracy": round(acc, 4), "separability": round((acc - chance) / (1 - chance), 4),
+        "probe_train": len(train), "probe_val": len(val), "cuda": torch.cuda.is_available(),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + name.replace("_", "-")]
+    return [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+
+
+def train_command(model: str, data: str, settings: dict[str, Any]) -> str:
+    """A shell-quoted ``transferkit train`` line; settings equal to TrainConfig's defaults are left out.
+
+    Example:
+        >>> train_command("builtin:efficientnet_lite0", "my images", {"strategy": "full", "lr": 1e-4, "seed": 0})
+        "transferkit train --model builtin:efficientnet_lite0 --data 'my images' --strategy full --lr 0.0001"
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    args = ["transferkit", "train", "--model", model, "--data", data]
+    for name, value in settings.items():
+        if value is None or (name in defaults and defaults[name] == value):
+            continue
+        args += _flag(name, value)
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def recommend(model: str, data: str, *, per_class: int | None = None, seed: int = 0,
+              **options: Any) -> Recommendation:
+    """Measure the model and data, apply the strategy table, return the advice.
+
+    Args:
+        model: model spec, e.g. ``builtin:efficientnet_lite0``.
+        data: data spec, e.g. ``builtin:digits``.
+        per_class: the few-shot cap training would use.
+        seed: the seed training would use (same splits).
+        **options: more settings training would use: val_fraction, test_fraction, text_column,
+            label_column, path_column, pretrained, weights, max_length, device.
+
+    Returns:
+        A :class:`Recommendation`.
+
+    Example:
+        >>> rec = recommend("builtin:efficientnet_lite0", "builtin:digits", per_class=10)  # doctest: +SKIP
+        >>> rec.strategy, rec.command  # doctest: +SKIP
+        ('feature-extraction', 'transferkit train --model builtin:efficientnet_lite0 ... --head-solver lbfgs')
+    """
+    known = ("val_fraction", "test_fraction", "text_column", "label_column", "path_column",
+             "pretrained", "weights", "max_length", "device")
+    bad = sorted(set(options) - set(known))
+    if bad:
+        raise ConfigError(f"recommend: unknown option(s) {', '.join(bad)}; known: per_class, seed, {', '.join(known)}.")
+    given = {k: v for k, v in options.items() if v is not None}
+    TrainConfig(model=model, data=data, per_class=per_class, seed=seed, **given)  # validates the values
+    measurements = {"model": model, "data": data,
+                    **measure(model, data, per_class=per_class, seed=seed, **given)}
+    decision = decide(measurements)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    hyper = {k: v for k, v in decision.hyperparameters.items() if k in fields}
+    reasons = list(decision.reasons)
+    if measurements["probe_val"] < 50:  # one example moves the accuracy by more than 2 points
+        reasons.append(f"The probe was scored on only {measurements['probe_val']} held-out examples, so "
+                       "separability is a rough estimate; `transferkit compare` measures the candidates.")
+    if dropped := sorted(set(decision.hyperparameters) - set(hyper)):
+        reasons.append(f"Settings {', '.join(dropped)} are not TrainConfig options in this version; left out.")
+    run_settings = {**hyper, "per_class": per_class, "seed": seed, **given}
+    command = train_command(model, data, run_settings)
+    return Recommendation(decision.strategy, hyper, reasons, measurements, command, decision.rule)

