@@ -81,6 +81,9 @@ def test_fit_restores_best_and_stops_early() -> None:
     result = fit(model, train, val, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase="t")
     assert result.stopped_early and result.epochs_run < 50
     assert result.epochs_run == result.best_epoch + 3
+    # training fits while validation stalls: the overfitting guard speaks, once
+    assert len(result.warnings) == 1 and "overfitting" in result.warnings[0]
+    assert sum("warning" in r for r in result.history) == 1
     assert len(result.history) == result.epochs_run
     with torch.no_grad():  # the best epoch's weights are back in the model
         assert (model(x).argmax(1) == y_val).float().mean().item() == pytest.approx(result.best_val_accuracy)
@@ -98,6 +101,27 @@ def test_fit_is_deterministic() -> None:
         return [h["train_loss"] for h in result.history]
 
     assert run() == run()
+
+
+def test_fit_without_a_gap_raises_no_overfitting_warning() -> None:
+    x, y = _blobs()
+    model = nn.Linear(8, 3)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    settings = LoopSettings(epochs=5, weight_decay=0.0, patience=5, amp=False)
+    result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase="t")
+    assert result.warnings == []
+
+
+def test_time_budget_stops_between_epochs() -> None:
+    import time
+
+    x, y = _blobs(n_per_class=400)
+    model = nn.Linear(8, 3)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    settings = LoopSettings(epochs=500, weight_decay=0.0, patience=1000, amp=False,
+                            deadline=time.perf_counter() + 0.3)
+    result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.01}], settings, phase="t")
+    assert 1 <= result.epochs_run < 500 and result.stopped_early
 
 
 @pytest.mark.parametrize("solver", ["adamw", "lbfgs"])
