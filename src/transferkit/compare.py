@@ -10,8 +10,8 @@ so the splits are identical and the test accuracies are comparable. The comparis
       val_accuracy.png   validation accuracy against cumulative epoch seconds, one line per strategy
       best               relative symlink to runs/<best strategy> (best.txt where symlinks fail)
 
-All runs happen in this process, one after the other; see ``PEAK_MEMORY_NOTE`` for what that
-means for the memory column.
+All runs happen in this process, one after the other; see ``PEAK_MEMORY_NOTE`` for what the
+memory column means.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ SKIPPED = "skipped (time budget)"
 _RESERVED = {"model", "data", "strategy", "out"}
 
 PEAK_MEMORY_NOTE = (
-    "Peak memory is the maximum resident set size of the one process that ran every strategy in "
-    "turn, so it never decreases from one row to the next: a row shows the largest footprint so far, "
-    "not that strategy's alone. For a per-strategy figure run `transferkit train --strategy NAME` "
-    "in a fresh process."
+    "Peak memory is each run's resident-memory high-water mark: train() resets it when a run "
+    "starts (Linux /proc/self/clear_refs), so a row is that strategy's own peak, including what "
+    "the process already held (libraries, memory the allocator kept from earlier runs). Where the "
+    "reset is not permitted it is the process's peak so far and never decreases down the table."
 )
 
 

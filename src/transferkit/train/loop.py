@@ -248,8 +248,10 @@ def fit(
             "seconds": time.perf_counter() - start,
         }
         state.epoch = epoch
-        # Accuracy decides; among equal accuracies the lower validation loss wins.
-        if val_acc > state.best_accuracy or (val_acc == state.best_accuracy and val_loss < state.best_loss):
+        # Accuracy decides; among equal accuracies a validation loss lower by more than 0.1%
+        # wins (smaller drifts of a converged head would keep early stopping from ever firing).
+        tie_better = val_acc == state.best_accuracy and val_loss < state.best_loss * (1 - 1e-3)
+        if val_acc > state.best_accuracy or tie_better:
             state.best_accuracy, state.best_loss, state.best_epoch, state.stale = val_acc, val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:

@@ -70,7 +70,24 @@ def _prepare_run_dir(path: Path) -> Path:
     return path
 
 
+def reset_peak_rss() -> bool:
+    """Reset the process's resident-memory high-water mark (Linux: ``clear_refs`` value 5), so
+    that a run's peak is its own even after earlier runs in the same process (``compare``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss_mb() -> float:
+    """Peak resident memory since the last reset (VmHWM), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB -> MB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -279,6 +296,7 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     """
     cfg = absolute_local_paths(config.resolved())
     started = time.perf_counter()
+    reset_peak_rss()
     seed_everything(cfg.seed)
     model = load_model(cfg.model, num_classes=2, pretrained=cfg.pretrained, weights=cfg.weights,
                        pooling=cfg.pooling, max_length=cfg.max_length)
