@@ -36,8 +36,8 @@ CASES = [
     # (measurements, available, rule, strategy, hyperparameters it must include, fell back?)
     (m(10, 0.9), ALL, "tiny-similar", "feature-extraction", {"head_solver": "lbfgs"}, False),
     (m(29, 0.7), ALL, "tiny-similar", "feature-extraction", {"head_solver": "lbfgs"}, False),
-    (m(10, 0.5), ALL, "tiny-shifted", "lp-ft", {"epochs": 5, "lr": 1e-5}, False),
-    (m(10, 0.1), ALL, "tiny-shifted", "lp-ft", {"lr": 1e-5}, False),  # tiny data wins over large shift
+    (m(10, 0.5), ALL, "tiny-shifted", "lp-ft", {"epochs": 5}, False),
+    (m(10, 0.1), ALL, "tiny-shifted", "lp-ft", {"epochs": 5}, False),  # tiny data wins over large shift
     (m(10, 0.5), ALL[:-1], "tiny-shifted", "last-n", {"last_n": 1}, True),
     (m(10, 0.5), BASIC, "tiny-shifted", "feature-extraction", {"head_solver": "lbfgs"}, True),
     (m(100, 0.5), ALL, "medium-shifted", "last-n", {"last_n": 2, "lr_decay": 0.3, "lr": 5e-4}, False),
@@ -53,7 +53,7 @@ CASES = [
     (m(500, 0.9), ("feature-extraction", "lp-ft"), "large-or-shifted", "lp-ft", {"epochs": 10}, True),
     (m(10, 0.5, params=300_000_000), ALL, "large-model-cpu", "feature-extraction", {"head_solver": "lbfgs"}, False),
     (m(500, 0.9, params=300_000_000), ALL, "large-model-cpu", "feature-extraction", {"head_solver": "adamw"}, False),
-    (m(500, 0.3, params=300_000_000), ALL, "large-model-cpu", "lp-ft", {"epochs": 3, "lr": 1e-5}, False),
+    (m(500, 0.3, params=300_000_000), ALL, "large-model-cpu", "lp-ft", {"epochs": 3}, False),
     (m(500, 0.3, params=300_000_000), BASIC, "large-model-cpu", "feature-extraction", {}, True),
     (m(500, 0.3, params=300_000_000, cuda=True), ALL, "large-or-shifted", "full", {}, False),  # GPU: no limit
 ]

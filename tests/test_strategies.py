@@ -127,11 +127,12 @@ def test_group_lrs_of_the_wrong_length(resnet) -> None:
         strategy_for("full", group_lrs="1e-4,1e-3").prepare(resnet)
 
 
-def test_lp_ft_second_phase_uses_one_low_rate(resnet) -> None:
+def test_lp_ft_second_phase_fine_tunes_everything_with_label_smoothing(resnet) -> None:
     strategy = strategy_for("lp-ft")
     assert strategy.phases == ("head", "finetune")
+    assert strategy.config.label_smoothing == 0.1 and strategy_for("full").config.label_smoothing == 0.0
     snaps = simulate(strategy, resnet, 1)
-    assert snaps[0]["optimizer"] == [(g, 1e-5) for g in RESNET_GROUPS]
+    assert snaps[0]["optimizer"] == [(g, 1e-3 if g == "head" else 1e-4) for g in RESNET_GROUPS]
 
 
 def test_feature_extraction_trains_only_the_head(resnet) -> None:

@@ -63,7 +63,7 @@ RULES: tuple[Rule, ...] = (
     Rule("tiny-similar", f"< {VERY_SMALL} examples per class and separability >= {SIMILAR}",
          "feature-extraction with the L-BFGS head (L2 chosen on validation)"),
     Rule("tiny-shifted", f"< {VERY_SMALL} examples per class and separability < {SIMILAR}",
-         "lp-ft, 5 epochs, fine-tune lr 1e-5 (else last-n with 1 group)"),
+         "lp-ft, 5 epochs (else last-n with 1 group)"),
     Rule("large-or-shifted", f"> {LARGE} examples per class, or separability < {LARGE_SHIFT}",
          "full fine-tuning, lr 1e-4 (images) / 3e-5 (text) (else lp-ft)"),
     Rule("medium-similar", f"{VERY_SMALL}-{LARGE} examples per class and separability >= {SIMILAR}",
@@ -160,9 +160,9 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
             options = [fe_tiny if n < VERY_SMALL else ("feature-extraction", {"head_solver": "adamw"})]
             reasons.append(f"With {data} and {feats}, a head on frozen features is enough.")
         else:
-            options = [("lp-ft", {"epochs": 3, "lr": 1e-5}), ("feature-extraction", {"head_solver": "adamw"})]
+            options = [("lp-ft", {"epochs": 3}), ("feature-extraction", {"head_solver": "adamw"})]
             reasons.append(f"{feats} is low, so after the linear probe a short, gentle fine-tune "
-                           "(3 epochs, lr 1e-5) adapts the features.")
+                           "(3 epochs) adapts the features.")
     elif n < VERY_SMALL and sep >= SIMILAR:
         rule, options = "tiny-similar", [fe_tiny]
         reasons = [f"{data} is very little data (< {VERY_SMALL}): fine-tuning the backbone would overfit.",
@@ -171,14 +171,14 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
                    "strength on the validation split, which suits a few examples best."]
     elif n < VERY_SMALL:
         rule = "tiny-shifted"
-        options = [("lp-ft", {"epochs": 5, "lr": 1e-5}),
-                   ("last-n", {"last_n": 1, "epochs": 5, "lr": 1e-5}), fe_tiny]
+        options = [("lp-ft", {"epochs": 5}),
+                   ("last-n", {"last_n": 1, "epochs": 5}), fe_tiny]
         reasons = [f"{data} is very little data (< {VERY_SMALL}): only a small, gentle change to "
                    "the backbone is safe.",
                    f"{feats} < {SIMILAR}: the features fit the task only partly, so the head "
                    "alone will plateau.",
                    "Linear probe then fine-tune (lp-ft) first fits the head on frozen features, so the "
-                   "fine-tune starts from a good head and moves the backbone little (5 epochs, lr 1e-5)."]
+                   "fine-tune starts from a good head and moves the backbone little (5 epochs)."]
     elif n > LARGE or sep < LARGE_SHIFT:
         rule = "large-or-shifted"
         options = [("full", {"epochs": 10, "lr": lr}), ("lp-ft", {"epochs": 10, "lr": lr})]

@@ -66,4 +66,3 @@ class LinearProbeThenFineTune(Strategy):
 
     name = "lp-ft"
     phases = ("head", "finetune")
-    head_lr_scale_applies = False
