@@ -190,3 +190,20 @@ def test_failed_atomic_write_keeps_old_file(tmp_path) -> None:
         rf.atomic_save_figure(target, Boom())
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_baseline_keeps_the_starting_weights_when_training_only_hurts() -> None:
+    x, y = _blobs()
+    model = nn.Linear(8, 3)
+    with torch.no_grad():  # a perfect start: a least-squares fit of one-hot targets
+        sol = torch.linalg.lstsq(torch.cat([x, torch.ones(len(x), 1)], 1), torch.eye(3)[y]).solution
+        model.weight.copy_(sol[:8].T * 50)
+        model.bias.copy_(sol[8] * 50)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    wrong = DataLoader(TensorDataset(x, (y + 1) % 3), batch_size=16)  # training pulls it away
+    val = DataLoader(TensorDataset(x, y), batch_size=64)
+    settings = LoopSettings(epochs=3, weight_decay=0.0, patience=5, amp=False)
+    result = fit(model, wrong, val, [{"params": list(model.parameters()), "lr": 0.5}], settings,
+                 phase="ft", baseline=True)
+    assert result.best_epoch == 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())

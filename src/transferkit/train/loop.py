@@ -192,6 +192,7 @@ def fit(
     generator: torch.Generator | None = None,
     checkpoint: Callable[[Checkpoint], None] | None = None,
     resume: Checkpoint | None = None,
+    baseline: bool = False,
 ) -> FitResult:
     """Train ``model`` with early stopping on validation accuracy; restore the best weights.
 
@@ -208,6 +209,8 @@ def fit(
         checkpoint: called with a :class:`Checkpoint` at the end of every epoch.
         resume: continue after ``resume.state.epoch`` instead of starting at epoch 1; the model
             must hold ``resume.model`` and be prepared as for epoch 1.
+        baseline: score the starting weights on validation as "epoch 0", so the phase never ends
+            worse than it started (LP-FT: phase 2 keeps the probe if fine-tuning does not help).
 
     Returns:
         A :class:`FitResult`; the model holds the best epoch's weights.
@@ -226,6 +229,10 @@ def fit(
         torch.set_rng_state(resume.torch_rng)
         if generator is not None and resume.generator_rng is not None:
             generator.set_state(resume.generator_rng)
+    elif baseline:
+        state.best_accuracy, state.best_loss = _evaluate(model, val_loader, settings)
+        best_state = copy.deepcopy(model.state_dict())
+        log.info("%s: starting weights score val accuracy %.4f", phase, state.best_accuracy)
     bar = progress.epochs(settings.epochs, phase)
     stopped = False
     for epoch in range(state.epoch + 1, settings.epochs + 1):

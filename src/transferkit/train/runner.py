@@ -203,7 +203,8 @@ class _Trainer:
         result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
                      self.settings(), phase=phase, metrics_log=self.metrics, progress=self.progress,
                      on_epoch_start=strategy.on_epoch_start, generator=self.generator,
-                     checkpoint=lambda ck: save_checkpoint(self.run_dir, ck), resume=resume)
+                     checkpoint=lambda ck: save_checkpoint(self.run_dir, ck), resume=resume,
+                     baseline=strategy.phases[0] == "head")
         self.extra["best_epoch"] = result.best_epoch
         self.warnings += result.warnings
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
