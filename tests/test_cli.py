@@ -7,7 +7,6 @@ EfficientNet-Lite0 on a few real digits, so each case takes seconds.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

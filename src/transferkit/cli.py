@@ -35,24 +35,28 @@ def _base_type(annotation: Any) -> Any:
     return tp
 
 
-def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one ``--option`` per TrainConfig field, with the field's help text.
+def _add_field_options(func: Callable[..., Any], names: Sequence[str]) -> Callable[..., Any]:
+    """Add one ``--option`` per named TrainConfig field, with the field's help text and type.
 
     Every option defaults to ``None`` so that only the options actually given override a
-    ``--config`` file or the config's defaults.
+    ``--config`` file or the config's defaults; booleans become ``--x/--no-x``.
     """
     helps = tk.TrainConfig.field_help()
-    for f in reversed(dataclasses.fields(tk.TrainConfig)):
-        if f.name in _SKIP_FIELDS:
-            continue
-        flag = f.name.replace("_", "-")
-        kind = _base_type(f.name)
+    for name in reversed(list(names)):
+        flag = name.replace("_", "-")
+        kind = _base_type(name)
         if kind is bool:
-            option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=helps[f.name])
+            option = click.option(f"--{flag}/--no-{flag}", name, default=None, help=helps[name])
         else:
-            option = click.option(f"--{flag}", f.name, type=kind, default=None, help=helps[f.name])
+            option = click.option(f"--{flag}", name, type=kind, default=None, help=helps[name])
         func = option(func)
     return func
+
+
+def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Every TrainConfig field as an option, except those ``train`` declares by hand."""
+    names = [f.name for f in dataclasses.fields(tk.TrainConfig) if f.name not in _SKIP_FIELDS]
+    return _add_field_options(func, names)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -162,7 +166,7 @@ def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, **
     if as_json:
         click.echo(json.dumps({"run_dir": str(result.run_dir), **_summary(metrics)}))
         return
-    click.echo(f"test ", nl=False)
+    click.echo("test ", nl=False)
     _print_metrics(metrics)
     click.echo(f"run folder: {result.run_dir}")
 
@@ -242,11 +246,7 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
 def _field_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--option`` per named TrainConfig field (help and type from the field), default None."""
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        helps = tk.TrainConfig.field_help()
-        for name in reversed(names):
-            flag = name.replace("_", "-")
-            func = click.option(f"--{flag}", name, type=_base_type(name), default=None, help=helps[name])(func)
-        return func
+        return _add_field_options(func, names)
     return decorate
 
 
