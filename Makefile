@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean browser
 
 install: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/transferkit train --model builtin:efficientnet_lite0 --data builtin:mnist --strategy feature-extraction
 
-test: $(STAMP)
+# The HTML report's browser test drives Debian's Chromium (never a downloaded browser); it is
+# installed here when missing and apt is usable, and the test is skipped with a reason otherwise.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) \
+	  || echo "Debian chromium not installed: the browser test will be skipped"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 clean:

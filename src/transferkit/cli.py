@@ -316,6 +316,13 @@ def recommend_cmd(model: str, data: str, explain: bool, as_json: bool, **values:
         click.echo(rec.explanation())
 
 
+# Commands that live in their own modules (each module defines click commands and a
+# ``register(cli)`` that adds them).
+# [cli-register: lora]
+# [cli-register: export]
+# [cli-register: analysis]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one paragraph and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

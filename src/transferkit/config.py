@@ -15,9 +15,12 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["TrainConfig", "STRATEGIES", "HEAD_SOLVERS", "BN_POLICIES", "DEFAULT_BN"]
+__all__ = ["TrainConfig", "STRATEGIES", "HEAD_SOLVERS", "BN_POLICIES", "BACKENDS", "DEFAULT_BN"]
 
-STRATEGIES = ("feature-extraction", "linear-probe", "full", "last-n", "gradual", "discriminative", "lp-ft")
+STRATEGIES = (
+    "feature-extraction", "linear-probe", "full", "last-n", "gradual", "discriminative", "lp-ft", "lora",
+)
+BACKENDS = ("torch", "onnxruntime")
 HEAD_SOLVERS = ("adamw", "lbfgs")
 BN_POLICIES = ("train", "freeze", "freeze-stats")
 
@@ -38,6 +41,8 @@ _STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
     # few-shot training set, so without label smoothing phase 2 gets almost no gradient: on
     # EfficientNet-Lite0 + MNIST, 20 per class, test accuracy 0.850 without, 0.876 with 0.1.
     "lp-ft": {"epochs": 10, "lr": 1e-4, "patience": 3, "weight_decay": 0.05, "label_smoothing": 0.1},
+    # LoRA: only the low-rank factors and the head train, so a larger rate than full fine-tuning.
+    "lora": {"epochs": 10, "lr": 1e-3, "patience": 3, "weight_decay": 0.01},
 }
 # BatchNorm policy when --bn is not given: statistics stay pre-trained for every strategy that
 # trains backbone layers (small target batches give noisy statistics from another domain).
@@ -66,7 +71,9 @@ class TrainConfig:
 
     model: str = _help("Model spec, e.g. builtin:efficientnet_lite0, torchvision:resnet18, hf:<id>.")
     data: str = _help("Data spec: folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
-    strategy: str = _help("Adaptation strategy: feature-extraction or full.", "feature-extraction")
+    strategy: str = _help(
+        "Adaptation strategy: " + ", ".join(STRATEGIES) + ".", "feature-extraction"
+    )
     out: str | None = _help("Run folder to write (default: runs/<model>-<strategy>-<time>).")
     weights: str | None = _help("Local weights file (safetensors or state_dict) for the backbone.")
     pretrained: bool = _help("Start from pre-trained weights (False: same architecture, random).", True)
@@ -118,6 +125,18 @@ class TrainConfig:
     amp: bool = _help("Mixed precision (bfloat16 autocast) where the device supports it.", True)
     num_workers: int = _help("DataLoader worker processes for image decoding.", 0)
     feature_cache_mb: int = _help("Feature cache held in memory up to this size, then on disk.", 2048)
+    backend: str = _help(
+        "Frozen-backbone feature extraction engine: torch, or onnxruntime (the backbone is "
+        "exported once and run in ONNX Runtime).", "torch"
+    )
+    lora_rank: int = _help("lora: rank r of the update B A (B: d x r, A: r x k).", 8)
+    lora_alpha: float = _help("lora: scale numerator; the update is scaled by alpha / r.", 16.0)
+    lora_dropout: float = _help("lora: dropout on the input of the low-rank path.", 0.0)
+    lora_targets: str | None = _help(
+        "lora: comma-separated module-name patterns, or all-linear (default: attention query and "
+        "value for HF encoders, every Linear and Conv2d otherwise)."
+    )
+    tensorboard: bool = _help("Also write TensorBoard event files to RUN/tensorboard.", False)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -132,6 +151,8 @@ class TrainConfig:
             raise ConfigError(
                 f"head_solver: {self.head_solver!r} is not one of {', '.join(HEAD_SOLVERS)}."
             )
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}.")
         if self.bn not in (None, *BN_POLICIES):
             raise ConfigError(f"bn: {self.bn!r} is not one of {', '.join(BN_POLICIES)}.")
         if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
@@ -142,7 +163,9 @@ class TrainConfig:
         if self.device != "auto" and not str(self.device).startswith(("cpu", "cuda", "mps")):
             raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps.")
         self._check_positive("batch_size", "epochs", "max_length", "per_class", "patience", "lr",
-                             "last_n", "unfreeze_every", "gradual_groups", "time_budget")
+                             "last_n", "unfreeze_every", "gradual_groups", "time_budget",
+                             "lora_rank", "lora_alpha")
+        self._check_range("lora_dropout", 0.0, 0.9)
         self._check_range("val_fraction", 0.0, 0.9)
         self._check_range("test_fraction", 0.0, 0.9)
         self._check_range("warmup_fraction", 0.0, 0.9)
