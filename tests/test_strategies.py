@@ -132,7 +132,16 @@ def test_lp_ft_second_phase_fine_tunes_everything_with_label_smoothing(resnet) -
     assert strategy.phases == ("head", "finetune")
     assert strategy.config.label_smoothing == 0.1 and strategy_for("full").config.label_smoothing == 0.0
     snaps = simulate(strategy, resnet, 1)
-    assert snaps[0]["optimizer"] == [(g, 1e-3 if g == "head" else 1e-4) for g in RESNET_GROUPS]
+    assert [g for g, _ in snaps[0]["optimizer"]] == RESNET_GROUPS
+    assert [lr for _, lr in snaps[0]["optimizer"]] == pytest.approx([3e-4] * 5 + [3e-3])
+
+
+def test_lp_ft_rate_depends_on_the_modality_unless_given() -> None:
+    cfg = TrainConfig(model="m", data="d", strategy="lp-ft")
+    assert cfg.resolved("image").lr == 3e-4 and cfg.resolved().lr == 3e-4
+    assert cfg.resolved("text").lr == 1e-4
+    assert TrainConfig(model="m", data="d", strategy="lp-ft", lr=2e-5).resolved("text").lr == 2e-5
+    assert TrainConfig(model="m", data="d", strategy="full").resolved("text").lr == 1e-4
 
 
 def test_feature_extraction_trains_only_the_head(resnet) -> None:
