@@ -151,7 +151,7 @@ def test_cli_compare_all_strategies_json_and_table(capsys, tmp_path, tiny_bert_d
 
 
 @pytest.mark.parametrize("extra, fragments", [
-    (["--strategies", "feature-extraction,lora"], ["'lora'", *STRATEGY_NAMES]),
+    (["--strategies", "feature-extraction,adapters"], ["'adapters'", *STRATEGY_NAMES]),
     (["--strategies", ","], ["no strategy given", "feature-extraction"]),
     (["--strategies", "full,full"], ["twice"]),
     (["--time-budget", "0"], ["time_budget"]),

@@ -62,7 +62,7 @@ def simulate(strategy, model, epochs: int) -> list[dict]:
 
 def test_all_strategies_are_registered() -> None:
     assert set(STRATEGY_NAMES) == {"feature-extraction", "linear-probe", "full", "last-n", "gradual",
-                                   "discriminative", "lp-ft"}
+                                   "discriminative", "lp-ft", "lora"}
 
 
 def test_full_default_bn_keeps_statistics(resnet) -> None:

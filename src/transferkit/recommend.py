@@ -11,7 +11,12 @@ the pre-training domain), driven by measured inputs rather than guesses:
   examples per class (400 in all) and scored on up to 200 validation examples;
   ``separability = (probe accuracy - 1/C) / (1 - 1/C)`` is 0 at chance and 1 when perfect. The
   probe sees few examples, so it measures the features, not what the full data could reach;
-- compute: whether CUDA is available.
+- compute: whether CUDA is available, and how much memory the GPU has.
+
+Large models on limited compute or memory get LoRA when the features need to change: it trains
+``r (d + k)`` parameters per adapted layer and keeps no gradients or optimizer state for the
+frozen weights (full fine-tuning with AdamW holds about 16 bytes per parameter: weights,
+gradients and two moments in float32).
 
 The rules live in :func:`decide`, a pure function of those measurements, so every branch is
 testable without a model. ``RULES`` is the same table in words (printed by ``--explain``).
@@ -45,6 +50,8 @@ LARGE = 300  # examples per class above which the whole network can be fine-tune
 SIMILAR = 0.7  # separability at or above which the pre-trained features already fit the task
 LARGE_SHIFT = 0.4  # separability below which the features need to change a lot
 LARGE_MODEL = 100_000_000  # parameters above which fine-tuning on a CPU is impractically slow
+FULL_FT_BYTES = 16  # per parameter: float32 weight, gradient and AdamW's two moments
+GPU_SHARE = 0.5  # full fine-tuning's fixed state may take this share of GPU memory; activations need the rest
 PROBE_PER_CLASS, PROBE_MAX_TRAIN, PROBE_MAX_VAL = 20, 400, 200
 PROBE_L2 = 1e-2  # one fixed strength: choosing it on the validation split would flatter the probe
 FULL_LR = {"image": 1e-4, "text": 3e-5}  # text encoders forget faster; a lower rate keeps them intact
@@ -58,8 +65,11 @@ class Rule(NamedTuple):
 
 RULES: tuple[Rule, ...] = (
     Rule("large-model-cpu", f"> {LARGE_MODEL // 10**6} M parameters and no CUDA",
-         "feature-extraction (lp-ft if the features separate poorly and there is data); "
-         "LoRA will be the answer once transferkit has it"),
+         "feature-extraction; lora, 3 epochs, if the features separate poorly and there is data "
+         "(else lp-ft)"),
+    Rule("large-model-gpu-memory", f"CUDA, but {FULL_FT_BYTES} bytes per parameter exceed "
+         f"{GPU_SHARE:.0%} of the GPU's memory, >= {VERY_SMALL} examples per class and separability < {SIMILAR}",
+         "lora, 10 epochs (else lp-ft)"),
     Rule("tiny-similar", f"< {VERY_SMALL} examples per class and separability >= {SIMILAR}",
          "feature-extraction with the L-BFGS head (L2 chosen on validation)"),
     Rule("tiny-shifted", f"< {VERY_SMALL} examples per class and separability < {SIMILAR}",
@@ -126,13 +136,19 @@ def _first_available(options: Sequence[tuple[str, dict[str, Any]]], available: S
                       "reinstall transferkit.")
 
 
+def _full_ft_exceeds_gpu(m: dict[str, Any]) -> bool:
+    """Whether full fine-tuning's fixed state would crowd the GPU (unknown memory: no)."""
+    gpu = m.get("gpu_memory_gb")
+    return bool(m["cuda"] and gpu and m["total_params"] * FULL_FT_BYTES > GPU_SHARE * gpu * 2**30)
+
+
 def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decision:
     """Apply the strategy table to measurements; the first matching rule of ``RULES`` wins.
 
     Args:
         m: at least ``per_class`` (median training examples per class), ``separability``
-            (0 = chance, 1 = perfect linear probe), ``total_params``, ``cuda`` (bool) and
-            ``modality`` (``image`` or ``text``).
+            (0 = chance, 1 = perfect linear probe), ``total_params``, ``cuda`` (bool),
+            ``modality`` (``image`` or ``text``), and optionally ``gpu_memory_gb``.
         available: strategy names to choose from (default: those registered now).
 
     Returns:
@@ -154,15 +170,27 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
     if m["total_params"] > LARGE_MODEL and not m["cuda"]:
         rule = "large-model-cpu"
         reasons = [f"The model has {m['total_params'] / 1e6:.0f} M parameters and there is no CUDA "
-                   "GPU: fine-tuning it on a CPU is slow, so train as little as possible.",
-                   "LoRA (small trainable adapters) will be the better answer once transferkit has it."]
+                   "GPU: fine-tuning it on a CPU is slow, so train as little as possible."]
         if sep >= SIMILAR or n < VERY_SMALL:
             options = [fe_tiny if n < VERY_SMALL else ("feature-extraction", {"head_solver": "adamw"})]
-            reasons.append(f"With {data} and {feats}, a head on frozen features is enough.")
+            reasons.append(f"With {data} and {feats}, a head on frozen features is enough; LoRA "
+                           "(--strategy lora) is the next step if accuracy falls short.")
         else:
-            options = [("lp-ft", {"epochs": 3}), ("feature-extraction", {"head_solver": "adamw"})]
-            reasons.append(f"{feats} is low, so after the linear probe a short, gentle fine-tune "
-                           "(3 epochs) adapts the features.")
+            options = [("lora", {"epochs": 3}), ("lp-ft", {"epochs": 3}),
+                       ("feature-extraction", {"head_solver": "adamw"})]
+            reasons.append(f"{feats} is low, so the features must adapt: LoRA trains small low-rank "
+                           "adapters (a small share of the parameters) and skips the weight gradients and "
+                           "optimizer state of the frozen layers; 3 epochs keep the CPU time in bounds.")
+    elif _full_ft_exceeds_gpu(m) and n >= VERY_SMALL and sep < SIMILAR:
+        rule = "large-model-gpu-memory"
+        options = [("lora", {"epochs": 10}), ("lp-ft", {"epochs": 10}),
+                   ("feature-extraction", {"head_solver": "adamw"})]
+        need = m["total_params"] * FULL_FT_BYTES / 2**30
+        reasons = [f"Full fine-tuning would hold about {need:.1f} GB of weights, gradients and AdamW "
+                   f"state, more than {GPU_SHARE:.0%} of the GPU's {m['gpu_memory_gb']:.0f} GB, before "
+                   "any activations.",
+                   f"{data} and {feats}: the features need to adapt, so LoRA trains low-rank adapters "
+                   "on the frozen model, with the memory of little more than inference."]
     elif n < VERY_SMALL and sep >= SIMILAR:
         rule, options = "tiny-similar", [fe_tiny]
         reasons = [f"{data} is very little data (< {VERY_SMALL}): fine-tuning the backbone would overfit.",
@@ -230,6 +258,7 @@ def measure(model: str, data: str, *, per_class: int | None = None, seed: int = 
     Returns:
         ``{"per_class", "per_class_min", "per_class_max", "num_classes", "n_train", "modality",
         "total_params", "probe_accuracy", "separability", "probe_train", "probe_val", "cuda",
+        "gpu_memory_gb",
         "seconds"}``.
 
     Example:
@@ -273,8 +302,16 @@ def measure(model: str, data: str, *, per_class: int | None = None, seed: int = 
         "modality": net.spec.modality, "total_params": sum(p.numel() for p in net.parameters()),
         "probe_accuracy": round(acc, 4), "separability": round((acc - chance) / (1 - chance), 4),
         "probe_train": len(train), "probe_val": len(val), "cuda": torch.cuda.is_available(),
+        "gpu_memory_gb": _gpu_memory_gb(),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _gpu_memory_gb() -> float | None:
+    """Total memory of CUDA device 0 in GiB (``None`` without CUDA)."""
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
 
 
 def _flag(name: str, value: Any) -> list[str]:

@@ -78,8 +78,17 @@ def compute_layer_groups(model: nn.Module, rules: GroupRules, fallback: str | No
     if fallback is not None and fallback not in groups:
         raise UnsupportedModelError(f"layer-group fallback {fallback!r} is not one of {list(groups)}")
 
+    modules = dict(model.named_modules())
+
+    def sibling_group(name: str) -> str | None:
+        """Where the first parameter of ``name``'s module went: parameters added to a layer after
+        the rules were written (LoRA's ``lora_A`` beside ``weight``) join their layer's group."""
+        owner, _, _ = name.rpartition(".")
+        first = next(iter(modules[owner]._parameters), None) if owner in modules else None
+        return match(f"{owner}.{first}") if first and f"{owner}.{first}" != name else None
+
     def group_of(name: str) -> str:
-        found = match(name) or fallback
+        found = match(name) or sibling_group(name) or fallback
         if found is None:
             raise UnsupportedModelError(
                 f"parameter {name!r} belongs to no layer group and there is no fallback group"

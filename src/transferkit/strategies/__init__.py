@@ -11,16 +11,17 @@ from ..errors import ConfigError
 from .base import Strategy
 from .feature_extraction import FeatureExtraction, LinearProbe
 from .full import Discriminative, FullFineTuning, GradualUnfreezing, LastN, LinearProbeThenFineTune
+from .lora import LoraStrategy
 
 __all__ = [
     "Strategy", "FeatureExtraction", "LinearProbe", "FullFineTuning", "LastN", "GradualUnfreezing",
-    "Discriminative", "LinearProbeThenFineTune", "get_strategy", "STRATEGY_NAMES",
+    "Discriminative", "LinearProbeThenFineTune", "LoraStrategy", "get_strategy", "STRATEGY_NAMES",
 ]
 
 _STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (FeatureExtraction, LinearProbe, FullFineTuning, LastN, GradualUnfreezing,
-                Discriminative, LinearProbeThenFineTune)
+                Discriminative, LinearProbeThenFineTune, LoraStrategy)
 }
 STRATEGY_NAMES = tuple(_STRATEGIES)
 

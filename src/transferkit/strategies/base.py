@@ -9,6 +9,7 @@ the epoch number, so a resumed run rebuilds exactly the same state.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -92,6 +93,18 @@ class Strategy:
             if trainable:
                 out.append({"params": trainable, "lr": rates[group.name], "name": group.name})
         return out
+
+    # -- the model around the run ---------------------------------------------------------
+    def setup_model(self, model: nn.Module) -> None:
+        """Change the model's structure before any weights are loaded into it (LoRA injects its
+        layers here, so a resumed checkpoint finds them). Must be idempotent; default: nothing."""
+
+    def final_state_dict(self, model: nn.Module) -> dict[str, Any]:
+        """What the run folder's ``model.safetensors`` holds: an ordinary model's state_dict."""
+        return model.state_dict()
+
+    def write_extras(self, model: nn.Module, run_dir: Path) -> None:
+        """Write strategy-specific files into the run folder (LoRA: ``adapter/``); default: none."""
 
     # -- the three calls the loop makes ------------------------------------------------------
     def prepare(self, model: nn.Module) -> None:
