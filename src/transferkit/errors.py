@@ -16,6 +16,8 @@ __all__ = [
     "WeightsMismatchError",
     "DataError",
     "RunFolderError",
+    "ExportError",
+    "BackendUnavailableError",
 ]
 
 
@@ -52,3 +54,11 @@ class DataError(TransferkitError, ValueError):
 
 class RunFolderError(TransferkitError, FileNotFoundError):
     """A run folder is missing, incomplete, or from an incompatible version."""
+
+
+class ExportError(TransferkitError, RuntimeError):
+    """A model cannot be exported, or the exported file does not match the eager model."""
+
+
+class BackendUnavailableError(TransferkitError, RuntimeError):
+    """An optional runtime (TensorRT, a CUDA device, ...) is not available on this machine."""

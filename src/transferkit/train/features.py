@@ -12,7 +12,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ def extract_features(
     spill_dir: Path | None = None,
     progress: Progress | None = None,
     desc: str = "features",
+    encode: Callable[[Any], torch.Tensor] | None = None,
 ) -> CachedFeatures:
     """Encode a split with ``model.forward_features`` in eval mode.
 
@@ -74,6 +75,8 @@ def extract_features(
         n: number of examples in the split.
         device: where the backbone runs.
         limit_mb: above this many MB the matrix lives in a memory-mapped temporary file.
+        encode: runs the backbone instead of ``model.forward_features`` (CPU inputs -> [B, F]),
+            e.g. ``transferkit.export.features.OnnxBackbone`` for ``--backend onnxruntime``.
 
     Returns:
         CachedFeatures with rows in the split's original order.
@@ -84,8 +87,11 @@ def extract_features(
     labels = torch.empty(n, dtype=torch.long)
     on_disk = False
     for inputs, targets, index in progress.batches(batches, desc):
-        with autocast(device, amp):
-            out = model.forward_features(move_to(inputs, device))  # [B, F]
+        if encode is not None:
+            out = encode(inputs)  # [B, F]
+        else:
+            with autocast(device, amp):
+                out = model.forward_features(move_to(inputs, device))  # [B, F]
         out = out.float().cpu()
         if features is None:
             features, on_disk = _allocate(n, out.shape[1], limit_mb, spill_dir)

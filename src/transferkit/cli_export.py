@@ -1,0 +1,63 @@
+"""The ``export`` command: a run folder -> a verified ONNX / TorchScript / TensorRT file."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+import transferkit as tk
+
+__all__ = ["export_cmd", "register"]
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "tensorrt"]), default="onnx",
+              show_default=True, help="onnx (verified in ONNX Runtime), torchscript, or tensorrt (CUDA GPU).")
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help="File to write (default: RUN_DIR/export/model.onnx, model.pt or model.trt.ts).")
+@click.option("--opset", type=int, help="ONNX opset (default: the exporter's).")
+@click.option("--dynamic-batch/--fixed-batch", "dynamic_batch", default=True, show_default=True,
+              help="Any batch size (and, for text, any length), or batches of exactly one.")
+@click.option("--quantize", type=click.Choice(["int8"]),
+              help="ONNX only: ONNX Runtime dynamic int8 quantization; reports the validation accuracy change.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+              help="Largest absolute logit difference from the eager model that verification accepts.")
+@click.option("--verify/--no-verify", "verify", default=True, show_default=True,
+              help="Run the file on validation examples and compare with the eager model.")
+@click.option("--samples", type=int, default=16, show_default=True, help="Validation examples used to verify.")
+@click.option("--merge/--no-merge", "merge", default=True, show_default=True,
+              help="LoRA runs: export the merged model, or the adapter as separate low-rank layers.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def export_cmd(run_dir: str, fmt: str, as_json: bool, **options: Any) -> None:
+    """Export a trained run for deployment, verified against the eager model.
+
+    Writes the file, a JSON sidecar beside it (preprocessing, labels, version, verification)
+    and, for text models, the tokenizer folder. `transferkit predict FILE INPUT...` runs it.
+
+    \b
+    Example:
+      transferkit export runs/<run> --format onnx
+      transferkit export runs/<run> --format onnx --quantize int8
+      transferkit export runs/<run> --format torchscript --out model.pt
+      transferkit predict runs/<run>/export/model.onnx cat.jpg
+    """
+    result = tk.export_run(run_dir, fmt, **options)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo(f"exported {result.format}: {result.path} ({result.size_mb:.1f} MB), sidecar {result.sidecar.name}")
+    if result.verification is not None:
+        click.echo(result.verification.summary())
+    quant = result.quantization
+    if quant and "val_accuracy_int8" in quant:
+        click.echo(f"int8: validation accuracy {quant['val_accuracy_fp32']:.4f} -> {quant['val_accuracy_int8']:.4f} "
+                   f"({100 * quant['accuracy_change']:+.2f} points, n={quant['n']})")
+
+
+def register(cli: click.Group) -> None:
+    """Add the export command to the ``transferkit`` group."""
+    cli.add_command(export_cmd)

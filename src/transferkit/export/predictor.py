@@ -1,0 +1,123 @@
+"""Predict from an exported file: ONNX Runtime or TorchScript, preprocessing from the sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ExportError
+from .graph import GraphInputs
+from .preprocess import load_tokenizer, preprocess_images, tokenize
+from .sidecar import read_sidecar, tokenizer_dir
+
+__all__ = ["ExportedModel", "load_exported", "top_k_rows"]
+
+
+def top_k_rows(inputs: Sequence[str], logits: np.ndarray, labels: list[str], top_k: int) -> list[dict[str, Any]]:
+    """``predict``'s output rows from logits [N, C]: softmax, then the k best labels per input."""
+    probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), dim=1)  # [N, C]
+    scores, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    rows = []
+    for item, row_scores, row_idx in zip(inputs, scores.tolist(), indices.tolist()):
+        top = [{"label": labels[i], "score": s} for s, i in zip(row_scores, row_idx)]
+        rows.append({"input": item, "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
+    return rows
+
+
+class ExportedModel:
+    """An exported model with its sidecar: ``predict`` like a run folder, without the run.
+
+    Attributes:
+        path: the exported file.
+        sidecar: the sidecar dict (format, labels, preprocessing, verification, ...).
+        labels: class names in output order.
+        modality: ``image`` or ``text``.
+
+    Example:
+        >>> model = load_exported("runs/my-run/export/model.onnx")  # doctest: +SKIP
+        >>> model.predict(["cat.jpg"], top_k=2)[0]["label"]  # doctest: +SKIP
+        'cat'
+    """
+
+    def __init__(self, path: Path, sidecar: dict[str, Any], device: str = "cpu") -> None:
+        self.path, self.sidecar, self.device = path, sidecar, device
+        self.labels: list[str] = list(sidecar["labels"])
+        self.modality: str = sidecar["modality"]
+        self.format: str = sidecar["format"]
+        self.names = [i["name"] for i in sidecar["inputs"]]
+        self._runner = self._load()
+        self._tokenizer: Any = None
+
+    def _load(self) -> Any:
+        if self.format == "onnx":
+            from .onnx import onnx_session
+
+            return onnx_session(self.path, device=self.device)
+        if self.format == "tensorrt":
+            from .tensorrt import load_tensorrt
+
+            self.device = "cuda"
+            return load_tensorrt(self.path)
+        from .torchscript import load_torchscript
+
+        return load_torchscript(self.path, self.device)
+
+    def _feeds(self, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+        pre = self.sidecar["preprocessing"]
+        if self.modality == "image":
+            return {"input": preprocess_images(inputs, pre["image"])}
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(tokenizer_dir(self.path))
+        return tokenize(self._tokenizer, [str(t) for t in inputs], int(pre["text"]["max_length"]))
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        if self.format == "onnx":
+            from .onnx import run_session
+
+            return run_session(self._runner, feed)
+        tensors = tuple(torch.from_numpy(feed[n]) for n in self.names)
+        graph_inputs = GraphInputs(self.names, tensors, self.modality)
+        from .torchscript import run_torchscript
+
+        return run_torchscript(self._runner, graph_inputs, self.device).numpy()
+
+    def logits(self, inputs: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
+        """Logits [N, C] for image paths/arrays or texts, in batches."""
+        size = batch_size or (8 if self.modality == "image" else 32)
+        if not self.sidecar.get("dynamic_batch", True):
+            size = int(self.sidecar["inputs"][0]["shape"][0])  # a fixed-batch file takes exactly that
+        out = [self._run(self._feeds(inputs[i : i + size])) for i in range(0, len(inputs), size)]
+        return np.concatenate(out) if out else np.empty((0, len(self.labels)), np.float32)
+
+    def predict(self, inputs: Sequence[Any], top_k: int = 5, batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Top-k labels with probabilities, in the format of :func:`transferkit.predict`.
+
+        Returns:
+            One dict per input: ``{"input", "label", "score", "top_k": [{"label", "score"}, ...]}``.
+        """
+        rows = top_k_rows([str(i) for i in inputs], self.logits(list(inputs), batch_size), self.labels, top_k)
+        return rows
+
+
+def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
+    """Load a file written by :func:`transferkit.export_run` (ONNX, TorchScript or TensorRT).
+
+    Args:
+        path: the exported file; its sidecar ``<file>.json`` (and for text models the
+            ``<file>.tokenizer/`` folder) must lie beside it.
+        device: ``cpu`` or ``cuda`` (TensorRT files always run on CUDA).
+
+    Raises:
+        ExportError: the file is missing or has no transferkit sidecar.
+
+    Example:
+        >>> load_exported("model.onnx").predict(["a great film"], top_k=1)[0]["label"]  # doctest: +SKIP
+        'pos'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"Exported model {path} does not exist; give the file `transferkit export` printed.")
+    return ExportedModel(path, read_sidecar(path), device)

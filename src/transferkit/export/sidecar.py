@@ -1,0 +1,116 @@
+"""The sidecar: ``<file>.json`` beside an exported model, so it can be used without transferkit.
+
+It holds the preprocessing (image size, crop, mean, std, interpolation; or the tokenizer folder
+copied beside the file), the label names in output order, the input names and shapes, the
+transferkit version and the verification result. ONNX files carry the same JSON in their
+``metadata_props`` (key ``transferkit``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError
+from ..models import ModelSpec
+from .graph import GraphInputs
+
+__all__ = ["sidecar_path", "tokenizer_dir", "build_sidecar", "read_sidecar", "is_exported", "FORMATS"]
+
+FORMATS = ("onnx", "torchscript", "tensorrt")
+SCHEMA = 1
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def tokenizer_dir(artifact: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.tokenizer/`` (text models only)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".tokenizer")
+
+
+def _preprocessing(spec: ModelSpec, artifact_name: str) -> dict[str, Any]:
+    if spec.image is not None:
+        image = dataclasses.asdict(spec.image)
+        image.update(
+            channels="RGB", layout="NCHW", dtype="float32",
+            steps=f"resize the short side to {spec.image.resize_size} ({spec.image.interpolation}), "
+                  f"centre-crop {spec.image.crop_size}x{spec.image.crop_size}, divide by 255, "
+                  "subtract mean and divide by std per channel",
+        )
+        return {"image": image}
+    assert spec.text is not None  # a TransferModel has image or text preprocessing
+    return {"text": {
+        "tokenizer": artifact_name + ".tokenizer", "max_length": spec.text.max_length,
+        "padding": True, "truncation": True, "pooling": spec.text.pooling,
+        "normalize": spec.text.normalize, "note": "pooling and normalisation are inside the model",
+    }}
+
+
+def build_sidecar(spec: ModelSpec, fmt: str, artifact_name: str, inputs: GraphInputs, *,
+                  dynamic_batch: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sidecar dict for one exported file (see the module docstring).
+
+    Example:
+        >>> build_sidecar(spec, "onnx", "model.onnx", inputs, dynamic_batch=True)["labels"]  # doctest: +SKIP
+        ['cat', 'dog']
+    """
+    from .. import __version__
+
+    shapes = []
+    for name, tensor in zip(inputs.names, inputs.tensors):
+        shape: list[Any] = list(tensor.shape)
+        shape[0] = "batch" if dynamic_batch else shape[0]
+        if inputs.modality == "text":
+            shape[1] = "sequence"
+        shapes.append({"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": shape})
+    return {
+        "schema": SCHEMA, "format": fmt, "file": artifact_name, "transferkit_version": __version__,
+        "model": spec.spec_string, "modality": spec.modality, "labels": list(spec.labels),
+        "inputs": shapes, "outputs": [{"name": "logits", "shape": ["batch", len(spec.labels)],
+                                       "note": "softmax over the last axis gives probabilities"}],
+        "dynamic_batch": dynamic_batch, "preprocessing": _preprocessing(spec, artifact_name),
+        **(extra or {}),
+    }
+
+
+def read_sidecar(artifact: str | Path) -> dict[str, Any]:
+    """The sidecar of an exported file (or, for ONNX, its metadata when the JSON is missing).
+
+    Raises:
+        ExportError: neither exists, or the JSON is unreadable.
+    """
+    artifact = Path(artifact)
+    path = sidecar_path(artifact)
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise ExportError(f"The sidecar {path} is unreadable ({exc}); export the run again.") from None
+    elif artifact.suffix == ".onnx" and artifact.is_file():
+        from .onnx import read_metadata
+
+        data = read_metadata(artifact) or {}
+    else:
+        data = {}
+    if data.get("format") not in FORMATS or not data.get("labels"):
+        raise ExportError(
+            f"{artifact} is not a transferkit export: {path.name} (its sidecar with the labels and "
+            "preprocessing) is missing or incomplete. Give a run folder, or a file written by "
+            "`transferkit export`."
+        )
+    return data
+
+
+def is_exported(path: str | Path) -> bool:
+    """Whether ``path`` is a file with a transferkit sidecar beside it (or ONNX metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    return sidecar_path(path).is_file() or path.suffix == ".onnx"
