@@ -84,13 +84,26 @@ class MetricsLog:
     JSON-lines file even if the process is killed mid-write.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None) -> None:
         self.path = Path(path)
         self.records: list[dict[str, Any]] = []
+        self.tensorboard = None
+        if tensorboard_dir is not None:  # --tensorboard: the same records as event files
+            from .tensorboard import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(tensorboard_dir)
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        if self.tensorboard is not None:
+            self.tensorboard.add(record, step=len(self.records))
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if any (metrics.jsonl needs no closing)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
 
 def check_run_folder(run_dir: Path) -> Path:
