@@ -227,14 +227,24 @@ def _expand_inputs(inputs: Sequence[str], modality: str) -> list[str]:
 def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str) -> None:
     """Top-k labels for image files, or for texts (arguments, lines of a .txt file, or - for stdin).
 
+    RUN_DIR is a run folder or a file written by `transferkit export` (.onnx, .pt, .ts; its
+    sidecar gives the preprocessing and labels).
+
     \b
     Example:
       transferkit predict runs/<run> cat.jpg dog.png --top-k 3
       transferkit predict runs/<text-run> "Shares fell sharply today" --json
+      transferkit predict runs/<run>/export/model.onnx cat.jpg
     """
-    run = tk.load_run(run_dir, device)
-    texts = _expand_inputs(inputs, run.model.spec.modality)
-    for result in tk.predict(run, texts, top_k=top_k):
+    if Path(run_dir).is_file() or Path(run_dir).suffix in (".onnx", ".pt", ".ts"):  # an exported model
+        exported = tk.load_exported(run_dir, "cuda" if device.startswith("cuda") else "cpu")
+        texts = _expand_inputs(inputs, exported.modality)
+        results = exported.predict(texts, top_k=top_k)
+    else:
+        run = tk.load_run(run_dir, device)
+        texts = _expand_inputs(inputs, run.model.spec.modality)
+        results = tk.predict(run, texts, top_k=top_k)
+    for result in results:
         if as_json:
             click.echo(json.dumps(result))
             continue
@@ -318,9 +328,12 @@ def recommend_cmd(model: str, data: str, explain: bool, as_json: bool, **values:
 
 # Commands that live in their own modules (each module defines click commands and a
 # ``register(cli)`` that adds them).
-# [cli-register: lora]
-# [cli-register: export]
-# [cli-register: analysis]
+from . import cli_lora  # noqa: E402 - registered after the core commands
+cli_lora.register(cli)
+from . import cli_export  # noqa: E402 - registered after the core commands
+cli_export.register(cli)
+from . import cli_analysis  # noqa: E402 - registered after the core commands
+cli_analysis.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from .loop import Checkpoint, LoopSettings, fit, predict_logits
 from .metrics import classification_metrics
 from .plots import close, learning_curve_figure
 from .progress import Progress
+from .tensorboard import TENSORBOARD_DIR
 
 log = logging.getLogger("transferkit")
 
@@ -117,7 +118,8 @@ class _Trainer:
         self.cfg, self.model, self.data, self.run_dir, self.progress = cfg, model, data, run_dir, progress
         self.device = resolve_device(cfg.device)
         self.generator = seed_everything(cfg.seed)
-        self.metrics = rf.MetricsLog(run_dir / rf.METRICS)
+        self.metrics = rf.MetricsLog(run_dir / rf.METRICS,
+                                     run_dir / TENSORBOARD_DIR if cfg.tensorboard else None)
         self.extra: dict[str, Any] = {}
         self.warnings: list[str] = []
         self.eval_batch = inference_batch_size(cfg.batch_size, self.device, model.spec.modality)
@@ -142,9 +144,18 @@ class _Trainer:
         loader = make_indexed_loader(self.model, split, batch_size=self.eval_batch,
                                      num_workers=self.cfg.num_workers)
         start = time.perf_counter()
+        encoder = None
+        if self.cfg.backend == "onnxruntime":
+            # The frozen backbone is exported once per run and reused for every split. A lazy
+            # import: export sits above train (docs/architecture.md, "Decisions").
+            encoder = getattr(self, "_onnx_backbone", None)
+            if encoder is None:
+                from ..export.features import OnnxBackbone
+
+                encoder = self._onnx_backbone = OnnxBackbone.from_loader(self.model, loader, self.device)
         cached = extract_features(self.model, loader, len(split), self.device, amp=self.cfg.amp,
                                   limit_mb=self.cfg.feature_cache_mb,
-                                  progress=self.progress, desc=f"encode {name}")
+                                  progress=self.progress, desc=f"encode {name}", encode=encoder)
         log.info("encoded %s split: %d examples in %.1f s", name, len(split), time.perf_counter() - start)
         return cached
 
@@ -223,10 +234,12 @@ def _epochs_to_best(records: list[dict[str, Any]]) -> int:
     return earlier + final.index(best) + 1
 
 
-def _write_outputs(trainer: _Trainer, logits: torch.Tensor, labels: torch.Tensor, seconds: float) -> dict[str, Any]:
+def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, labels: torch.Tensor,
+                   seconds: float) -> dict[str, Any]:
     model, cfg, run_dir = trainer.model, trainer.cfg, trainer.run_dir
-    rf.atomic_save_weights(run_dir / rf.WEIGHTS, model.state_dict())
-    total, trainable = surgery.count_parameters(model)
+    total, trainable = surgery.count_parameters(model)  # as trained (LoRA: the factors and the head)
+    strategy.write_extras(model, run_dir)
+    rf.atomic_save_weights(run_dir / rf.WEIGHTS, strategy.final_state_dict(model))
     metrics = classification_metrics(labels.tolist(), logits.argmax(1).tolist(), trainer.data.classes)
     metrics.update(
         split="test", model=cfg.model, strategy=cfg.strategy, total_params=total,
@@ -270,8 +283,11 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
     trainer = _Trainer(cfg, model, data, run_dir, Progress(progress), started)
     if resume is not None:
         trainer.metrics.records = list(resume.records)
-    logits, labels = trainer.run(strategy, resume)
-    metrics = _write_outputs(trainer, logits, labels, time.perf_counter() - started)
+    try:
+        logits, labels = trainer.run(strategy, resume)
+    finally:
+        trainer.metrics.close()
+    metrics = _write_outputs(trainer, strategy, logits, labels, time.perf_counter() - started)
     remove_checkpoint(run_dir)
     log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
              metrics["accuracy"], metrics["macro_f1"], metrics["n"], run_dir)
@@ -301,6 +317,7 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     seed_everything(cfg.seed)
     model = load_model(cfg.model, num_classes=2, pretrained=cfg.pretrained, weights=cfg.weights,
                        pooling=cfg.pooling, max_length=cfg.max_length)
+    cfg = absolute_local_paths(config.resolved(model.spec.modality))
     data = _load_data(cfg, model.spec.modality)
     torch.manual_seed(cfg.seed)  # the new head's initialisation depends on the seed only
     model.reset_classifier(len(data.classes))
@@ -334,6 +351,7 @@ def resume(run_dir: str | Path, *, progress: bool | None = None) -> RunResult:
     cfg = TrainConfig.load(run_dir / rf.CONFIG)
     spec = ModelSpec.from_dict(json.loads((run_dir / rf.MODEL_SPEC).read_text(encoding="utf-8")))
     model = build_model_from_spec(spec, run_dir / rf.ASSETS)
+    get_strategy(cfg.strategy, cfg).setup_model(model)  # e.g. LoRA layers, before their weights load
     model.load_state_dict(ck.model)
     data = _load_data(cfg, spec.modality)
     with _run_log(run_dir):
