@@ -33,6 +33,16 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _show_rows(result: Any, describe: Callable[[list[dict[str, Any]]], list[str]], label: str,
+               as_json: bool) -> None:
+    """An explorer's rows as one JSON array, or as its table and the output folder."""
+    if as_json:
+        click.echo(json.dumps(result.rows))
+        return
+    click.echo("\n".join(describe(result.rows)))
+    click.echo(f"{label} folder: {result.out_dir}")
+
+
 def _image_size(text: str) -> int | str:
     if text in ("auto", "native"):
         return text
@@ -117,13 +127,9 @@ def freezing_cmd(model: str, data: str | None, out: str | None, num_classes: int
     """
     result = analysis.explore_freezing(model, data, out=out, num_classes=num_classes, time_budget=time_budget,
                                        **_given(values))
-    if as_json:
-        click.echo(json.dumps(result.rows))
-        return
     from transferkit.analysis.freezing import describe
 
-    click.echo("\n".join(describe(result.rows)))
-    click.echo(f"freezing folder: {result.out_dir}")
+    _show_rows(result, describe, "freezing", as_json)
 
 
 @explore.command("lora")
@@ -145,13 +151,9 @@ def lora_cmd(model: str, ranks: str, targets: tuple[str, ...], num_classes: int,
     """
     result = analysis.explore_lora(model, ranks=parse_int_list(ranks, "ranks"), targets=list(targets) or None,
                                    out=out, num_classes=num_classes)
-    if as_json:
-        click.echo(json.dumps(result.rows))
-        return
     from transferkit.analysis.lora_explorer import describe
 
-    click.echo("\n".join(describe(result.rows)))
-    click.echo(f"lora folder: {result.out_dir}")
+    _show_rows(result, describe, "lora", as_json)
 
 
 @explore.command("transferability")

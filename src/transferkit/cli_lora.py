@@ -9,16 +9,10 @@ import click
 
 import transferkit as tk
 
+from .analysis._common import parse_int_list
 from .errors import ConfigError
 
 __all__ = ["lora_savings_cmd", "register"]
-
-
-def _ranks(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"ranks: {text!r} is not a comma-separated list of whole numbers; e.g. --ranks 1,2,4,8.") from None
 
 
 def _target_sets(model: Any, given: Sequence[str]) -> list[str | None]:
@@ -97,7 +91,7 @@ def lora_savings_cmd(model_spec: str, targets: tuple[str, ...], ranks: str, num_
       transferkit lora-savings --model torchvision:resnet18 --targets layer4 --targets all --ranks 4,8
       transferkit lora-savings --model builtin:minilm --num-classes 5 --adapter runs/minilm-lora/adapter
     """
-    rank_list = _ranks(ranks)
+    rank_list = parse_int_list(ranks, "ranks")
     if num_classes < 1:
         raise ConfigError(f"num_classes: must be at least 1, got {num_classes}.")
     model = tk.load_model(model_spec, num_classes=num_classes, pretrained=False)

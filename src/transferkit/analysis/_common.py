@@ -117,7 +117,7 @@ def parse_int_list(text: str | Sequence[int], name: str) -> list[int]:
         raise ConfigError(f"{name}: {text!r} is not a comma-separated list of whole numbers; "
                           "write e.g. 10,30,100.") from None
     if not values or any(v < 1 for v in values):
-        raise ConfigError(f"{name}: give at least one whole number >= 1, got {text!r}.")
+        raise ConfigError(f"{name}: give at least one positive whole number (>= 1), got {text!r}.")
     if any(b <= a for a, b in zip(values, values[1:])):
         raise ConfigError(f"{name}: the values must be strictly increasing (each size is a larger "
                           f"nested subset of the one before), got {text!r}; write e.g. 10,30,100.")
