@@ -16,6 +16,7 @@ import pytest
 
 import transferkit as tk
 from transferkit.cli import main
+from transferkit.config import HEAD_DEFAULTS, TrainConfig
 from transferkit.strategies import STRATEGY_NAMES
 
 # tk.compare is the function (it shadows the module's name on the package, like tk.train).
@@ -49,9 +50,13 @@ def test_compare_json_rows(two_way) -> None:
         assert row["total_params"] >= row["trainable_params"] > 0
         assert row["seconds"] >= 0 and row["peak_memory_mb"] > 0
         assert (Path(row["run_dir"]) / "test_metrics.json").is_file()
-        assert row["epochs_to_best"] is None or 1 <= row["epochs_to_best"] <= 2
+        assert row["epochs_to_best"] is None or row["epochs_to_best"] >= 1
     # Only the head trains in feature extraction; everything in full fine-tuning.
     fe, full = rows
+    # epochs=2 caps the end-to-end run; the head on cached features keeps its own default.
+    assert full["epochs"] <= 2 and 1 <= full["epochs_to_best"] <= 2
+    fe_config = TrainConfig.load(Path(fe["run_dir"]) / "config.yaml")
+    assert fe_config.epochs == HEAD_DEFAULTS["epochs"]
     assert fe["trainable_params"] < full["trainable_params"] == full["total_params"]
 
 

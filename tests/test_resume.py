@@ -73,7 +73,8 @@ def test_strategies_end_to_end(capsys, tmp_path, tiny_bert_dir, sentiment_csv, s
     phases = [json.loads(x)["phase"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     expected = {"lp-ft": {"linear-probe", "fine-tune"}, "linear-probe": {"head-lbfgs"}}.get(strategy, {strategy})
     assert set(phases) == expected
+    metrics = json.loads((run / "test_metrics.json").read_text())
     if strategy == "lp-ft":  # the probe phase ends before fine-tuning starts
         assert phases.index("fine-tune") == phases.count("linear-probe")
-    metrics = json.loads((run / "test_metrics.json").read_text())
+        assert 0 < metrics["probe_scale"] <= 1  # the probe was tempered (or already had the loss)
     assert metrics["epochs_to_best"] >= 1 and metrics["strategy"] == strategy

@@ -127,10 +127,10 @@ def test_group_lrs_of_the_wrong_length(resnet) -> None:
         strategy_for("full", group_lrs="1e-4,1e-3").prepare(resnet)
 
 
-def test_lp_ft_second_phase_fine_tunes_everything_with_label_smoothing(resnet) -> None:
+def test_lp_ft_second_phase_fine_tunes_everything_from_a_tempered_probe(resnet) -> None:
     strategy = strategy_for("lp-ft")
     assert strategy.phases == ("head", "finetune")
-    assert strategy.config.label_smoothing == 0.1 and strategy_for("full").config.label_smoothing == 0.0
+    assert strategy.config.probe_energy == 0.5 and strategy.config.label_smoothing == 0.0
     snaps = simulate(strategy, resnet, 1)
     assert [g for g, _ in snaps[0]["optimizer"]] == RESNET_GROUPS
     assert [lr for _, lr in snaps[0]["optimizer"]] == pytest.approx([3e-4] * 5 + [3e-3])

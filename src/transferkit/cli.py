@@ -280,6 +280,8 @@ def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
     """Train several strategies on the same splits and compare accuracy, size, time and memory.
 
     Writes compare.json, compare.md, val_accuracy.png and a `best` link to the best run.
+    --epochs applies to the strategies that train the backbone; the feature-extraction and
+    linear-probe heads train on cached features with their own defaults.
 
     \b
     Example:

@@ -4,9 +4,11 @@ feature cache, atomic writes."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -14,7 +16,7 @@ from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.train import runfolder as rf
 from transferkit.train.features import CachedFeatures, extract_features
-from transferkit.train.head import fit_head_adamw, fit_head_lbfgs
+from transferkit.train.head import fit_head_adamw, fit_head_lbfgs, temper_head
 from transferkit.train.loop import LoopSettings, fit
 from transferkit.train.metrics import classification_metrics
 from transferkit.train.schedule import warmup_cosine
@@ -139,6 +141,40 @@ def test_head_solvers_fold_standardisation(solver: str) -> None:
     assert isinstance(head, nn.Linear)
     with torch.no_grad():  # the folded head works on raw (unstandardised) features
         assert (head(xv).argmax(1) == yv).float().mean().item() >= 0.95
+
+
+def test_temper_head_restores_the_target_loss_and_keeps_every_prediction() -> None:
+    # A converged probe on separable few-shot data: training loss ~0, nothing left for LP-FT.
+    x, y = _blobs(n_per_class=10)
+    settings = LoopSettings(epochs=200, weight_decay=0.0, patience=200, amp=False)
+    train = CachedFeatures(x, y)
+    head, _ = fit_head_adamw(train, train, 3, settings, 5e-2, 8, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = head(x)
+    assert F.cross_entropy(before, y).item() < 0.05
+    scale = temper_head(head, train, energy=0.5, chunk=7)  # chunks that do not divide N
+    with torch.no_grad():
+        after = head(x)
+    assert 0 < scale < 1
+    assert F.cross_entropy(after, y).item() == pytest.approx(0.5 * math.log(3), rel=1e-4)
+    assert torch.equal(after.argmax(1), before.argmax(1))
+    assert torch.allclose(after, scale * before, atol=1e-5)  # a temperature: weights and bias alike
+
+
+def test_temper_head_leaves_a_probe_that_already_has_the_loss() -> None:
+    head = nn.Linear(8, 3)
+    with torch.no_grad():
+        head.weight.mul_(1e-3)  # near-uniform predictions: loss ~ ln 3, above 0.5 ln 3
+    weight = head.weight.clone()
+    x, y = _blobs()
+    assert temper_head(head, CachedFeatures(x, y), energy=0.5) == 1.0
+    assert torch.equal(head.weight, weight)
+
+
+@pytest.mark.parametrize("energy", [-0.1, 1.0, 2.0])
+def test_probe_energy_out_of_range_is_a_config_error(energy: float) -> None:
+    with pytest.raises(ConfigError, match="probe_energy: must be in \\[0, 1\\)"):
+        TrainConfig(model="m", data="d", strategy="lp-ft", probe_energy=energy)
 
 
 class _CountingBackbone(nn.Module):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from typing import Any
 
@@ -152,3 +153,56 @@ def fit_head_lbfgs(
             best = {**record, "head": head.folded()}
     head_out = best.pop("head")
     return head_out, {k: best[k] for k in ("l2", "val_accuracy", "val_loss")}
+
+
+@torch.no_grad()
+def temper_head(head: nn.Linear, train: CachedFeatures, energy: float, chunk: int = 65536) -> float:
+    """Divide ``head``'s logits by a temperature so its mean training loss is ``energy`` x ln(C).
+
+    A probe fitted to convergence on a few-shot split interpolates it (N examples in F > N
+    dimensions): its training loss is ~0, so LP-FT's fine-tune phase gets almost no gradient and
+    ends where the probe was. Scaling the weights and bias by ``1 / T`` keeps every prediction
+    (the argmax is unchanged) but restores a moderate loss, which the backbone then reduces by
+    adapting its features under a head that already points the right way (Ren et al., ICLR 2023,
+    "How to prepare your task head for finetuning"). A probe whose loss is already at or above
+    the target is left as it is.
+
+    Args:
+        head: the fitted probe, ``Linear(F, C)``; scaled in place.
+        train: the cached training features it was fitted on.
+        energy: target loss as a share of ln(C), the loss of a uniform guess; in (0, 1).
+        chunk: rows per matmul, so memory-mapped features are read a slice at a time.
+
+    Returns:
+        The factor applied to the weights and bias (``1 / T``; 1.0 when left as it is).
+
+    Example:
+        >>> import torch
+        >>> from transferkit.train.features import CachedFeatures
+        >>> x, y = torch.eye(4), torch.arange(4)
+        >>> head = torch.nn.Linear(4, 4); _ = head.weight.data.copy_(20 * torch.eye(4)); _ = head.bias.data.zero_()
+        >>> scale = temper_head(head, CachedFeatures(x, y), energy=0.5)
+        >>> round(F.cross_entropy(head(x), y).item() / math.log(4), 3), bool(scale < 1)
+        (0.5, True)
+    """
+    logits = torch.cat([head(train.features[i : i + chunk].float())  # [N, C]
+                        for i in range(0, len(train), chunk)])
+    labels = train.labels
+    target = energy * math.log(logits.shape[1])
+
+    def loss(scale: float) -> float:
+        return F.cross_entropy(scale * logits, labels).item()
+
+    if loss(1.0) >= target:
+        return 1.0
+    # loss(0) = ln C > target > loss(1): bisect for a crossing (continuity suffices; the loss
+    # need not be monotone in the scale).
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if loss(mid) > target else (low, mid)
+    scale = 0.5 * (low + high)
+    head.weight.mul_(scale)
+    head.bias.mul_(scale)
+    return scale
+

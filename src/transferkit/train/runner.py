@@ -25,7 +25,7 @@ from . import runfolder as rf
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
 from .features import CachedFeatures, extract_features
-from .head import fit_head_adamw, fit_head_lbfgs
+from .head import fit_head_adamw, fit_head_lbfgs, temper_head
 from .loaders import make_indexed_loader, make_loader
 from .loop import Checkpoint, LoopSettings, fit, predict_logits
 from .metrics import classification_metrics
@@ -191,6 +191,11 @@ class _Trainer:
                 self.metrics, self.progress, phase="linear-probe" if two else "head")
             self.extra["best_epoch"] = result.best_epoch
             self.warnings += result.warnings
+        if len(strategy.phases) > 1 and self.cfg.probe_energy > 0:
+            scale = temper_head(head, train, self.cfg.probe_energy)
+            self.extra["probe_scale"] = round(scale, 6)
+            log.info("lp-ft: probe logits scaled by %.4f (temperature %.2f) for a training loss of "
+                     "%.2f x ln(C)", scale, 1 / scale, self.cfg.probe_energy)
         self.model.head.load_state_dict(head.state_dict())
         if not encode_test:
             return None
