@@ -97,8 +97,10 @@ def test_models_lists_sources(capsys) -> None:
         (["--model", "torchvision:not_a_model"], ["not_a_model"]),
         (["--model", "torchvision:resnet18"], ["resnet18", "--weights", "--no-pretrained"]),
         (["--strategy", "everything"], ["strategy"]),
+        (["--strategy", "lp-ft", "--probe-energy", "1.5"], ["probe_energy", "[0, 1)", "1.5"]),
     ],
-    ids=["unknown-source", "unknown-torchvision-model", "weights-offline", "unknown-strategy"],
+    ids=["unknown-source", "unknown-torchvision-model", "weights-offline", "unknown-strategy",
+         "probe-energy-out-of-range"],
 )
 def test_bad_model_inputs(capsys, tmp_path, monkeypatch, digit_folder, args, fragments) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
