@@ -165,6 +165,7 @@ def test_temper_head_leaves_a_probe_that_already_has_the_loss() -> None:
     head = nn.Linear(8, 3)
     with torch.no_grad():
         head.weight.mul_(1e-3)  # near-uniform predictions: loss ~ ln 3, above 0.5 ln 3
+        head.bias.zero_()
     weight = head.weight.clone()
     x, y = _blobs()
     assert temper_head(head, CachedFeatures(x, y), energy=0.5) == 1.0
