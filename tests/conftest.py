@@ -19,6 +19,23 @@ POSITIVE = "good great film very good movie it was great and good".split()
 NEGATIVE = "bad terrible film very bad movie it was terrible and bad".split()
 
 
+def run_cli(capsys, *args: object) -> tuple[int, str, str]:
+    """Run the CLI entry point in-process; return (exit status, stdout, stderr)."""
+    from transferkit.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clean_error(code: int, err: str, *fragments: str) -> None:
+    """Exit status 2, one paragraph on stderr naming the problem (each fragment), no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err and err.startswith("error: ") and err.strip().count("\n") == 0, err
+    for fragment in fragments:
+        assert fragment.lower() in err.lower(), (fragment, err)
+
+
 def write_digit_folder(root: Path, classes: tuple[int, ...] = (0, 1, 2), per_class: int = 12,
                        start: int = 0) -> Path:
     """``root/<digit>/<i>.png``: real 8x8 scikit-learn digits scaled to 32x32 grey PNGs."""

@@ -15,16 +15,12 @@ import pytest
 import transferkit as tk
 from transferkit.analysis import efficiency as eff
 from transferkit.analysis import layer_transferability, sample_efficiency, write_report
-from transferkit.cli import main
+
+from conftest import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = "/usr/bin/chromium"
 
-
-def run_cli(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -11,24 +11,9 @@ import json
 import pytest
 import torch
 
-from transferkit.cli import main
 
-from conftest import write_digit_folder, write_sentiment_csv, write_truncated_jpeg
+from conftest import assert_clean_error, run_cli, write_digit_folder, write_sentiment_csv, write_truncated_jpeg
 
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_clean_error(code: int, err: str, *fragments: str) -> None:
-    """Exit status 2, one paragraph on stderr that names the problem, no traceback."""
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert err.startswith("error: ")
-    for fragment in fragments:
-        assert fragment.lower() in err.lower(), (fragment, err)
 
 
 def _text_train(capsys, tiny_bert_dir, data, out, *extra) -> tuple[int, str, str]:
@@ -108,7 +93,7 @@ def test_bad_model_inputs(capsys, tmp_path, monkeypatch, digit_folder, args, fra
     if "--model" in args:
         base = []
     code, _, err = run_cli(capsys, "train", *base, "--data", digit_folder, "--out", tmp_path / "r", *args)
-    _assert_clean_error(code, err, *fragments)
+    assert_clean_error(code, err, *fragments)
     assert not (tmp_path / "r").exists()  # stopped before any work
 
 
@@ -119,7 +104,7 @@ def test_weights_file_that_does_not_fit(capsys, tmp_path) -> None:
     save_file({"conv1.weight": torch.zeros(8, 3, 3, 3)}, str(weights))
     code, _, err = run_cli(capsys, "train", "--model", "torchvision:resnet18", "--weights", weights,
                            "--data", tmp_path, "--out", tmp_path / "r")
-    _assert_clean_error(code, err, "conv1.weight")
+    assert_clean_error(code, err, "conv1.weight")
 
 
 def test_bad_data_inputs(capsys, tmp_path, tiny_bert_dir) -> None:
@@ -132,7 +117,7 @@ def test_bad_data_inputs(capsys, tmp_path, tiny_bert_dir) -> None:
     cases["oneclass.csv"] = ["only the class", "at least two"]
     for name, fragments in cases.items():
         code, _, err = _text_train(capsys, tiny_bert_dir, tmp_path / name, tmp_path / f"r-{name}")
-        _assert_clean_error(code, err, *fragments)
+        assert_clean_error(code, err, *fragments)
 
 
 def test_empty_class_folder(capsys, tmp_path) -> None:
@@ -140,7 +125,7 @@ def test_empty_class_folder(capsys, tmp_path) -> None:
     (root / "7").mkdir()
     code, _, err = run_cli(capsys, "train", "--model", "builtin:efficientnet_lite0", "--data", root,
                            "--out", tmp_path / "r")
-    _assert_clean_error(code, err, "7")
+    assert_clean_error(code, err, "7")
 
 
 def test_too_many_corrupt_images(capsys, tmp_path) -> None:
@@ -149,7 +134,7 @@ def test_too_many_corrupt_images(capsys, tmp_path) -> None:
         write_truncated_jpeg(root / "0" / f"bad{i}.jpg")
     code, _, err = run_cli(capsys, "train", "--model", "builtin:efficientnet_lite0", "--data", root,
                            "--out", tmp_path / "r")
-    _assert_clean_error(code, err, "bad0.jpg")
+    assert_clean_error(code, err, "bad0.jpg")
 
 
 def test_few_corrupt_images_are_skipped_and_counted(capsys, tmp_path) -> None:
@@ -177,7 +162,7 @@ def test_evaluate_with_unseen_label(capsys, tmp_path, tiny_bert_dir, sentiment_c
     other = tmp_path / "other.csv"
     other.write_text("text,label\ngood film,pos\nfunny film,comedy\n")
     code, _, err = run_cli(capsys, "evaluate", run, "--data", other)
-    _assert_clean_error(code, err, "comedy")
+    assert_clean_error(code, err, "comedy")
 
 
 def test_existing_run_folder_is_not_overwritten(capsys, tmp_path, tiny_bert_dir, sentiment_csv) -> None:
@@ -185,20 +170,20 @@ def test_existing_run_folder_is_not_overwritten(capsys, tmp_path, tiny_bert_dir,
     run.mkdir()
     (run / "keep.txt").write_text("precious")
     code, _, err = _text_train(capsys, tiny_bert_dir, sentiment_csv, run)
-    _assert_clean_error(code, err, "already exists")
+    assert_clean_error(code, err, "already exists")
     assert [p.name for p in run.iterdir()] == ["keep.txt"]
 
 
 def test_missing_run_folder(capsys, tmp_path) -> None:
     code, _, err = run_cli(capsys, "evaluate", tmp_path / "nowhere")
-    _assert_clean_error(code, err, "does not exist")
+    assert_clean_error(code, err, "does not exist")
     code, _, err = run_cli(capsys, "predict", tmp_path / "nowhere", "x")
-    _assert_clean_error(code, err, "does not exist")
+    assert_clean_error(code, err, "does not exist")
 
 
 def test_missing_model_and_data(capsys) -> None:
     code, _, err = run_cli(capsys, "train")
-    _assert_clean_error(code, err, "--model", "--data")
+    assert_clean_error(code, err, "--model", "--data")
 
 
 def test_evaluate_same_data_given_relatively_scores_the_test_split(capsys, tmp_path, tiny_bert_dir,

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import transferkit as tk
-from transferkit.cli import main
 from transferkit.config import HEAD_DEFAULTS, TrainConfig
 from transferkit.strategies import STRATEGY_NAMES
+
+from conftest import run_cli
 
 # tk.compare is the function (it shadows the module's name on the package, like tk.train).
 cmp = importlib.import_module("transferkit.compare")
@@ -26,11 +27,6 @@ TWO = ["feature-extraction", "full"]
 KEYS = {"strategy", "status", "accuracy", "macro_f1", "trainable_params", "total_params", "seconds",
         "peak_memory_mb", "epochs_to_best", "run_dir"}
 
-
-def run_cli(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -21,21 +21,8 @@ import torch
 from transferkit.cli import main
 from transferkit.export import read_sidecar, tensorrt_missing
 
-from conftest import write_digit_folder, write_sentiment_csv
+from conftest import assert_clean_error, run_cli, write_digit_folder, write_sentiment_csv
 
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_clean_error(code: int, err: str, *fragments: str) -> None:
-    """Exit status 2, one paragraph on stderr naming the problem, no traceback."""
-    assert code == 2, err
-    assert "Traceback" not in err and err.startswith("error: ") and err.strip().count("\n") == 0, err
-    for fragment in fragments:
-        assert fragment.lower() in err.lower(), (fragment, err)
 
 
 @pytest.fixture(scope="module")

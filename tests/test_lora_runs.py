@@ -11,14 +11,10 @@ import torch
 
 import transferkit as tk
 from transferkit import lora
-from transferkit.cli import main
 from transferkit.train import runner
 
+from conftest import run_cli
 
-def run_cli(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _records(run) -> list[dict]:
