@@ -180,18 +180,18 @@ class _Trainer:
         self.model.to(self.device).eval()
         train, val = self.encode("train"), self.encode("val")
         num_classes = len(self.data.classes)
+        two = len(strategy.phases) > 1  # LP-FT: the probe runs to convergence, then is tempered
         if self.cfg.head_solver == "lbfgs":
             head, chosen = fit_head_lbfgs(train, val, num_classes, self.metrics)
             self.extra["lbfgs"] = chosen
         else:
-            two = len(strategy.phases) > 1  # LP-FT: the probe runs to convergence first
             head, result = fit_head_adamw(
                 train, val, num_classes, self.settings(head_phase_of_two=two),
                 HEAD_DEFAULTS["lr"] if two else self.cfg.lr, self.cfg.batch_size, self.generator,
                 self.metrics, self.progress, phase="linear-probe" if two else "head")
             self.extra["best_epoch"] = result.best_epoch
             self.warnings += result.warnings
-        if len(strategy.phases) > 1 and self.cfg.probe_energy > 0:
+        if two and self.cfg.probe_energy > 0:
             scale = temper_head(head, train, self.cfg.probe_energy)
             self.extra["probe_scale"] = round(scale, 6)
             log.info("lp-ft: probe logits scaled by %.4f (temperature %.2f) for a training loss of "
