@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean browser
+.PHONY: demo test install clean browser lint-imports
 
 install: $(STAMP)
 
@@ -27,7 +27,12 @@ browser:
 	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) \
 	  || echo "Debian chromium not installed: the browser test will be skipped"
 
-test: $(STAMP) browser
+# The layers contract in pyproject.toml (import-linter): imports flow one way, and the CLI uses
+# only the public API. It runs first because it takes seconds and a broken layer is a design bug.
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) browser lint-imports
 	$(PY) -m pytest -q
 
 clean:

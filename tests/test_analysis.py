@@ -15,9 +15,11 @@ import torch
 
 import transferkit as tk
 from transferkit import surgery
-from transferkit.analysis import data_multipliers, explore_freezing, explore_lora, freezing_counts, scratch_needed
-from transferkit.analysis.multiplier import headline, mean_curve
-from transferkit.analysis.progress import phase_changes, plot_run, unfreeze_events
+from transferkit.io.records import upgrade_epoch_dicts
+from transferkit.train.plots import phase_changes, unfreeze_events
+from transferkit.workflows import data_multipliers, explore_freezing, explore_lora, freezing_counts, scratch_needed
+from transferkit.workflows.multiplier import headline, mean_curve
+from transferkit.workflows.progress import plot_run
 from transferkit.models import load_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -149,14 +151,16 @@ def test_multiplier_interpolates_on_log_per_class() -> None:
 
 # -- progress plot and TensorBoard ----------------------------------------------------------------
 def test_phase_and_unfreeze_marks() -> None:
-    records = [
+    # Schema-1 lines (phases named after the strategy, a list of groups): the upgrade derives
+    # the unfreezing events the plot marks.
+    records = upgrade_epoch_dicts([
         {"phase": "linear-probe", "groups": ["0"]},
         {"phase": "gradual", "groups": ["head"]},
         {"phase": "gradual", "groups": ["head", "layer4"]},
         {"phase": "gradual", "groups": ["head", "layer4"]},
         {"phase": "gradual", "groups": ["head", "layer4", "layer3"]},
-    ]
-    assert phase_changes(records) == [(1, "gradual")]
+    ])
+    assert phase_changes(records) == [(1, "fine-tune")]
     assert unfreeze_events(records) == [(2, ["layer4"]), (4, ["layer3"])]
 
 
@@ -168,7 +172,7 @@ def gradual_run(tmp_path_factory, tiny_bert_dir, sentiment_csv):
 
 
 def test_training_marks_unfreezing_in_metrics_and_plot(gradual_run) -> None:
-    from transferkit.analysis.progress import read_metrics
+    from transferkit.workflows.progress import read_metrics
 
     records = read_metrics(gradual_run.run_dir)
     events = unfreeze_events(records)

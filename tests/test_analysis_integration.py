@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from transferkit.analysis import layer_transferability
+from transferkit.workflows import layer_transferability
 from transferkit.models import load_model
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 import transferkit as tk
-from transferkit.analysis import efficiency as eff
-from transferkit.analysis import layer_transferability, sample_efficiency, write_report
+from transferkit.io.records import SkippedInputs, TestMetrics
+from transferkit.workflows import efficiency as eff
+from transferkit.workflows import layer_transferability, sample_efficiency, write_report
 
 from conftest import run_cli
 
@@ -76,7 +77,7 @@ def test_transferability_has_a_point_per_layer_group(tmp_path, tiny_bert_dir, re
 def test_pool_output_masks_padding() -> None:
     import torch
 
-    from transferkit.analysis.transferability import pool_output
+    from transferkit.workflows.transferability import pool_output
 
     x = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])  # [B=1, T=3, H=2]; token 3 is padding
     assert pool_output(x, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 2.0]]
@@ -94,9 +95,10 @@ def compare_dir(tmp_path_factory, tiny_bert_dir, sentiment_csv) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(compare_dir) -> Path:
     run = compare_dir / "runs" / "full"
-    log = run / "train.log"  # a run that skipped bad inputs says so in its log
-    log.write_text(log.read_text() + "2026-01-01 00:00:00,000 INFO data: skipped 1 unreadable or corrupt image(s):\n"
-                   "2026-01-01 00:00:00,000 INFO   /data/cat/<broken>.jpg\n")
+    path = run / "test_metrics.json"  # a run that skipped bad inputs says so in its test metrics
+    metrics = TestMetrics.from_dict(json.loads(path.read_text()))
+    metrics.skipped = SkippedInputs(unreadable_images=1, unreadable_image_names=["/data/cat/<broken>.jpg"])
+    path.write_text(json.dumps(metrics.to_dict()))
     return run
 
 

@@ -145,6 +145,8 @@ def test_few_corrupt_images_are_skipped_and_counted(capsys, tmp_path) -> None:
     assert code == 0, err
     log = (tmp_path / "r" / "train.log").read_text()
     assert "broken.jpg" in log
+    skipped = json.loads((tmp_path / "r" / "test_metrics.json").read_text())["skipped"]  # typed, not parsed from the log
+    assert skipped["unreadable_images"] == 1 and skipped["unreadable_image_names"][0].endswith("broken.jpg")
 
 
 def test_non_utf8_text_is_read_with_replacement(capsys, tmp_path, tiny_bert_dir) -> None:
@@ -154,6 +156,7 @@ def test_non_utf8_text_is_read_with_replacement(capsys, tmp_path, tiny_bert_dir)
     code, _, err = _text_train(capsys, tiny_bert_dir, path, tmp_path / "r")
     assert code == 0, err
     assert "replacement" in (tmp_path / "r" / "train.log").read_text().lower()
+    assert json.loads((tmp_path / "r" / "test_metrics.json").read_text())["skipped"]["non_utf8_texts"] == 1
 
 
 def test_evaluate_with_unseen_label(capsys, tmp_path, tiny_bert_dir, sentiment_csv) -> None:

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 import transferkit as tk
-from transferkit.config import HEAD_DEFAULTS, TrainConfig
-from transferkit.strategies import STRATEGY_NAMES
+from transferkit.config import TrainConfig
+from transferkit.strategies import HEAD_DEFAULTS, strategy_names
 
 from conftest import run_cli
 
 # tk.compare is the function (it shadows the module's name on the package, like tk.train).
-cmp = importlib.import_module("transferkit.compare")
+cmp = importlib.import_module("transferkit.workflows.compare")
+STRATEGY_NAMES = strategy_names()
 
 TWO = ["feature-extraction", "full"]
 KEYS = {"strategy", "status", "accuracy", "macro_f1", "trainable_params", "total_params", "seconds",
@@ -47,6 +48,9 @@ def test_compare_json_rows(two_way) -> None:
         assert row["seconds"] >= 0 and row["peak_memory_mb"] > 0
         assert (Path(row["run_dir"]) / "test_metrics.json").is_file()
         assert row["epochs_to_best"] is None or row["epochs_to_best"] >= 1
+        run_metrics = json.loads((Path(row["run_dir"]) / "test_metrics.json").read_text())
+        # one owner: the comparison repeats the run's own numbers, never a recount
+        assert (row["epochs_to_best"], row["epochs"]) == (run_metrics["epochs_to_best"], run_metrics["epochs"] or None)
     # Only the head trains in feature extraction; everything in full fine-tuning.
     fe, full = rows
     # epochs=2 caps the end-to-end run; the head on cached features keeps its own default.
@@ -110,19 +114,6 @@ def test_all_failed_raises_the_first_error(tmp_path, monkeypatch) -> None:
         tk.compare("hf:x", "y.csv", strategies=TWO, out=tmp_path / "c")
     rows = json.loads((tmp_path / "c" / cmp.COMPARE_JSON).read_text())
     assert [r["status"].split(":")[0] for r in rows] == ["failed", "failed"]
-
-
-@pytest.mark.parametrize("records, expected", [
-    ([], None),
-    ([{"phase": "head-lbfgs", "epoch": 1, "val_accuracy": 0.9}], None),
-    ([{"phase": "full", "val_accuracy": a, "val_loss": 1.0} for a in (0.5, 0.8, 0.8, 0.7)], 2),
-    ([{"phase": "full", "val_accuracy": 0.8, "val_loss": l} for l in (1.0, 0.5)], 2),  # tie: lower loss
-    # lp-ft: the kept weights are the best of the last phase, after all epochs of the first.
-    ([{"phase": "head", "val_accuracy": 0.9, "val_loss": 1.0}] * 3
-     + [{"phase": "lp-ft", "val_accuracy": a, "val_loss": 1.0} for a in (0.6, 0.7)], 5),
-])
-def test_epochs_to_best(records, expected) -> None:
-    assert cmp._epochs_to_best(records) == expected
 
 
 @pytest.mark.parametrize("rows, best", [

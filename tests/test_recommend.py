@@ -17,10 +17,11 @@ import pytest
 
 import transferkit as tk
 from transferkit.cli import main, train_cmd
-from transferkit.strategies import STRATEGY_NAMES
+from transferkit.strategies import strategy_names
 
 # tk.recommend is the function (it shadows the module's name on the package, like tk.train).
-rec = importlib.import_module("transferkit.recommend")
+rec = importlib.import_module("transferkit.workflows.recommend")
+STRATEGY_NAMES = strategy_names()
 
 ALL = ("feature-extraction", "linear-probe", "full", "last-n", "gradual", "discriminative", "lp-ft")
 BASIC = ("feature-extraction", "full")

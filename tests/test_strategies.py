@@ -17,7 +17,8 @@ from transferkit import surgery
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.models import load_model
-from transferkit.strategies import STRATEGY_NAMES, get_strategy
+from transferkit.io.records import Phase
+from transferkit.strategies import FineTunePhase, HeadPhase, get_strategy, strategy_names
 from transferkit.train.loop import LoopSettings, fit
 
 RESNET_GROUPS = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
@@ -61,7 +62,7 @@ def simulate(strategy, model, epochs: int) -> list[dict]:
 
 
 def test_all_strategies_are_registered() -> None:
-    assert set(STRATEGY_NAMES) == {"feature-extraction", "linear-probe", "full", "last-n", "gradual",
+    assert set(strategy_names()) == {"feature-extraction", "linear-probe", "full", "last-n", "gradual",
                                    "discriminative", "lp-ft", "lora"}
 
 
@@ -129,7 +130,8 @@ def test_group_lrs_of_the_wrong_length(resnet) -> None:
 
 def test_lp_ft_second_phase_fine_tunes_everything_from_a_tempered_probe(resnet) -> None:
     strategy = strategy_for("lp-ft")
-    assert strategy.phases == ("head", "finetune")
+    assert [type(p) for p in strategy.phases] == [HeadPhase, FineTunePhase]
+    assert strategy.phases[0].temper and strategy.phases[1].keep_start_if_better
     assert strategy.config.probe_energy == 0.5 and strategy.config.label_smoothing == 0.0
     snaps = simulate(strategy, resnet, 1)
     assert [g for g, _ in snaps[0]["optimizer"]] == RESNET_GROUPS
@@ -164,9 +166,9 @@ def test_loop_builds_the_simulated_optimizer_groups(resnet) -> None:
         return joining
 
     settings = LoopSettings(epochs=3, weight_decay=0.0, patience=10, amp=False)
-    result = fit(resnet, loader, loader, strategy.param_groups(resnet), settings, phase="gradual",
+    result = fit(resnet, loader, loader, strategy.param_groups(resnet), settings, phase=Phase.FINE_TUNE,
                  on_epoch_start=on_epoch_start)
-    assert [r["groups"] for r in result.history] == [["head"], ["head", "layer4"], ["head", "layer4", "layer3"]]
+    assert [r.groups for r in result.history] == [["head"], ["head", "layer4"], ["head", "layer4", "layer3"]]
     assert seen_bn == [[], ["layer4"], ["layer3", "layer4"]]
 
 

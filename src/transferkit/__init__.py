@@ -7,9 +7,9 @@ Example:
     '7'
 """
 
-from .api import Run, evaluate, load_run, predict
-from .compare import CompareResult, compare
-from .config import TrainConfig
+from . import workflows
+from ._version import __version__
+from .config import DataOptions, TrainConfig
 from .errors import (
     BackendUnavailableError,
     ConfigError,
@@ -22,7 +22,10 @@ from .errors import (
     WeightsMismatchError,
     WeightsUnavailableError,
 )
-from .export import ExportedModel, ExportResult, export_run, load_exported
+from .export import DEFAULT_FORMAT as DEFAULT_EXPORT_FORMAT
+from .export import EXPORT_FORMATS, ExportedModel, ExportResult, export_run, load_exported
+from .inference import Run, evaluate, load_run, predict
+from .io.records import EpochRecord, Phase, TestMetrics
 from .lora import (
     LoraSettings,
     apply_lora,
@@ -36,13 +39,14 @@ from .lora import (
     unmerge_lora,
 )
 from .models import ModelSpec, TransferModel, list_models, load_model
-from .recommend import Recommendation, recommend
+from .strategies import Strategy, get_strategy, register_strategy, strategy_class, strategy_names
 from .train import RunResult, resume, train
-
-__version__ = "0.1.0"
+from .workflows import CompareResult, Recommendation, compare, recommend
 
 __all__ = [
-    "TrainConfig", "train", "resume", "RunResult", "evaluate", "predict", "load_run", "Run",
+    "TrainConfig", "DataOptions", "train", "resume", "RunResult", "evaluate", "predict", "load_run", "Run",
+    "Strategy", "register_strategy", "strategy_names", "strategy_class", "get_strategy", "EpochRecord", "TestMetrics", "Phase",
+    "workflows", "EXPORT_FORMATS", "DEFAULT_EXPORT_FORMAT",
     "load_model", "list_models", "ModelSpec", "TransferModel",
     "compare", "CompareResult", "recommend", "Recommendation",
     "apply_lora", "merge_lora", "unmerge_lora", "remove_lora", "has_lora", "save_adapter", "load_adapter",

@@ -14,7 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
-from transferkit.train import runfolder as rf
+from transferkit.io import atomic as rf
+from transferkit.io.records import EpochRecord, EventKind, Phase
+from transferkit.train.metrics_log import MetricsLog
 from transferkit.train.features import CachedFeatures, extract_features
 from transferkit.train.head import fit_head_adamw, fit_head_lbfgs, temper_head
 from transferkit.train.loop import LoopSettings, fit
@@ -80,12 +82,12 @@ def test_fit_restores_best_and_stops_early() -> None:
     train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
     val = DataLoader(TensorDataset(x, y_val), batch_size=64)
     settings = LoopSettings(epochs=50, weight_decay=0.0, patience=3, amp=False)
-    result = fit(model, train, val, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase="t")
+    result = fit(model, train, val, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase=Phase.FINE_TUNE)
     assert result.stopped_early and result.epochs_run < 50
     assert result.epochs_run == result.best_epoch + 3
     # training fits while validation stalls: the overfitting guard speaks, once
     assert len(result.warnings) == 1 and "overfitting" in result.warnings[0]
-    assert sum("warning" in r for r in result.history) == 1
+    assert sum(bool(r.events_of(EventKind.OVERFITTING)) for r in result.history) == 1
     assert len(result.history) == result.epochs_run
     with torch.no_grad():  # the best epoch's weights are back in the model
         assert (model(x).argmax(1) == y_val).float().mean().item() == pytest.approx(result.best_val_accuracy)
@@ -99,8 +101,9 @@ def test_fit_is_deterministic() -> None:
         model = nn.Linear(8, 3)
         train = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
         settings = LoopSettings(epochs=3, weight_decay=0.01, patience=5, amp=False)
-        result = fit(model, train, train, [{"params": list(model.parameters()), "lr": 0.01}], settings, phase="t")
-        return [h["train_loss"] for h in result.history]
+        result = fit(model, train, train, [{"params": list(model.parameters()), "lr": 0.01}], settings,
+                     phase=Phase.FINE_TUNE)
+        return [h.train_loss for h in result.history]
 
     assert run() == run()
 
@@ -110,7 +113,7 @@ def test_fit_without_a_gap_raises_no_overfitting_warning() -> None:
     model = nn.Linear(8, 3)
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     settings = LoopSettings(epochs=5, weight_decay=0.0, patience=5, amp=False)
-    result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase="t")
+    result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase=Phase.FINE_TUNE)
     assert result.warnings == []
 
 
@@ -122,7 +125,7 @@ def test_time_budget_stops_between_epochs() -> None:
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
     settings = LoopSettings(epochs=500, weight_decay=0.0, patience=1000, amp=False,
                             deadline=time.perf_counter() + 0.3)
-    result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.01}], settings, phase="t")
+    result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.01}], settings, phase=Phase.FINE_TUNE)
     assert 1 <= result.epochs_run < 500 and result.stopped_early
 
 
@@ -207,9 +210,9 @@ def test_extract_features_places_rows_by_index_and_spills(limit_mb: int) -> None
 def test_atomic_writes_leave_no_temporary_files(tmp_path) -> None:
     rf.atomic_write_json(tmp_path / "a.json", {"x": 1})
     rf.atomic_save_weights(tmp_path / "w.safetensors", {"t": torch.ones(2)})
-    log = rf.MetricsLog(tmp_path / "m.jsonl")
-    log.append({"epoch": 1})
-    log.append({"epoch": 2})
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.append(EpochRecord(Phase.HEAD, 1, 0.5, 0.5, 0.5, 0.5))
+    log.append(EpochRecord(Phase.HEAD, 2, 0.5, 0.5, 0.5, 0.5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "m.jsonl", "w.safetensors"]
     assert [json.loads(line)["epoch"] for line in (tmp_path / "m.jsonl").read_text().splitlines()] == [1, 2]
     assert torch.equal(rf.load_weights(tmp_path / "w.safetensors")["t"], torch.ones(2))
@@ -241,6 +244,33 @@ def test_baseline_keeps_the_starting_weights_when_training_only_hurts() -> None:
     val = DataLoader(TensorDataset(x, y), batch_size=64)
     settings = LoopSettings(epochs=3, weight_decay=0.0, patience=5, amp=False)
     result = fit(model, wrong, val, [{"params": list(model.parameters()), "lr": 0.5}], settings,
-                 phase="ft", baseline=True)
+                 phase=Phase.FINE_TUNE, baseline=True)
     assert result.best_epoch == 0
     assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())
+
+
+def test_lbfgs_head_runs_on_one_thread_and_leaves_the_process_state(monkeypatch) -> None:
+    x, y = _blobs()
+    train, val = CachedFeatures(x, y), CachedFeatures(*_blobs(seed=1))
+    threads_in_solver: list[int] = []
+    real_step = torch.optim.LBFGS.step
+
+    def step(self, closure):
+        threads_in_solver.append(torch.get_num_threads())
+        return real_step(self, closure)
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", step)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    heads, draws = [], []
+    try:
+        for seed in (123, 456):
+            torch.manual_seed(seed)
+            heads.append(fit_head_lbfgs(train, val, 3)[0])
+            draws.append(torch.rand(3))  # what the caller's random stream looks like afterwards
+        assert set(threads_in_solver) == {1}  # the solver's own policy, whoever calls it
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert not torch.equal(*draws)  # the caller's seed still decides: nothing reseeded the process
+    assert torch.equal(heads[0].weight, heads[1].weight)  # the solve is reproducible on its own

@@ -9,8 +9,14 @@ Example:
 
 from transferkit.data.builtin import BUILTIN_DATASETS
 from transferkit.data.bundle import DataBundle, DataReport, Split
-from transferkit.data.datasets import ImageDataset, TextDataset, load_data, load_eval_split
-from transferkit.data.transforms import TextCollator, build_image_transform, to_pil_rgb
+from transferkit.data.datasets import ImageDataset, TextDataset, as_data_options, load_data, load_eval_split
+from transferkit.data.transforms import (
+    TextCollator,
+    auto_image_size,
+    build_image_transform,
+    resolve_image_size,
+    to_pil_rgb,
+)
 
 __all__ = [
     "Split",
@@ -18,6 +24,9 @@ __all__ = [
     "DataReport",
     "load_data",
     "load_eval_split",
+    "as_data_options",
+    "auto_image_size",
+    "resolve_image_size",
     "build_image_transform",
     "to_pil_rgb",
     "ImageDataset",

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from transferkit.io.records import SkippedInputs
+
 __all__ = ["Split", "DataReport", "DataBundle", "format_list"]
 
 # How many file names the log lists before it says "... and N more".
@@ -95,6 +97,11 @@ class DataReport:
     bad_files: list[str] = field(default_factory=list)
     replaced_text: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def skipped_inputs(self) -> SkippedInputs:
+        """The counts and first names of what was skipped or repaired, for the run's records."""
+        return SkippedInputs(len(self.bad_files), len(self.replaced_text), self.bad_files[:_MAX_LOGGED_PATHS],
+                             self.replaced_text[:_MAX_LOGGED_PATHS])
 
     def lines(self) -> list[str]:
         """Lines to write into the run's log: counts, the skipped files, then the notes.

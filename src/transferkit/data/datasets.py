@@ -7,14 +7,16 @@ A data spec is a folder of class sub-folders (images, or .txt files), a folder w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from transferkit.config import DataOptions
 from transferkit.data.builtin import BUILTIN_DATASETS, load_builtin
 from transferkit.data.bundle import DataBundle, DataReport, Split, format_list
 from transferkit.data.readers import (
@@ -26,12 +28,12 @@ from transferkit.data.readers import (
     read_split_folders,
     split_dirs,
 )
-from transferkit.data.splits import check_fractions, sample_per_class, stratified_split
+from transferkit.data.splits import sample_per_class, stratified_split
 from transferkit.data.tables import find_split_files, read_split_files, read_table
 from transferkit.data.transforms import to_pil_rgb
 from transferkit.errors import ConfigError, DataError
 
-__all__ = ["load_data", "load_eval_split", "ImageDataset", "TextDataset"]
+__all__ = ["load_data", "load_eval_split", "as_data_options", "ImageDataset", "TextDataset"]
 
 _BUILTIN_PREFIX = "builtin:"
 
@@ -105,52 +107,36 @@ def _make_splits(
     return train, _to_split(parts["val"], index), test
 
 
-def _check_options(seed: int, per_class: int | None, max_bad_fraction: float) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}.")
-    if per_class is not None and (
-        isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1
-    ):
-        raise ConfigError(
-            f"per_class must be a whole number of at least 1 (training examples kept per class), "
-            f"got {per_class!r}. Leave it unset to train on all the data."
-        )
-    if (
-        isinstance(max_bad_fraction, bool)
-        or not isinstance(max_bad_fraction, (int, float))
-        or not 0 <= max_bad_fraction <= 1
-    ):
-        raise ConfigError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction!r}.")
+def as_data_options(source: str | os.PathLike[str] | DataOptions, **options: Any) -> DataOptions:
+    """``source`` as :class:`DataOptions`: a data spec with ``options`` (seed, per_class, ...), or
+    a ``DataOptions`` with ``options`` replaced; validated either way.
+
+    Example:
+        >>> as_data_options("builtin:digits", per_class=5).per_class
+        5
+    """
+    if isinstance(source, DataOptions):
+        return dataclasses.replace(source.data_options, **options) if options else source.data_options
+    return DataOptions(data=os.fspath(source), **options)
 
 
-def load_data(
-    spec: str,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    per_class: int | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-    path_column: str = "path",
-    max_bad_fraction: float = 0.05,
-) -> DataBundle:
+def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction: float = 0.05,
+              **options: Any) -> DataBundle:
     """Load labelled data and split it into train/val/test (stratified, seeded).
 
     Args:
-        spec: a folder (class sub-folders, or explicit ``train/ val/ test/`` sub-folders or
+        source: a :class:`~transferkit.config.DataOptions`, or a data spec: a folder (class
+            sub-folders, or explicit ``train/ val/ test/`` sub-folders or
             ``train.csv``/``val.csv``/``test.csv`` files), a CSV/TSV/JSONL file, or
             ``builtin:NAME`` (see ``BUILTIN_DATASETS``).
-        seed: the same seed always gives the same splits.
-        val_fraction: share of the data for validation (when not given explicitly).
-        test_fraction: share of the data for the test (when not given explicitly).
-        per_class: keep at most this many training examples per class (few-shot); val and
-            test are untouched. Subsets are nested: 5 per class is a subset of 10 per class.
-        text_column: the text column of a table (its presence means text data).
-        label_column: the label column of a table.
-        path_column: the image path column of a table (paths relative to the table).
         max_bad_fraction: broken images up to this share are skipped and logged; above it,
             loading fails.
+        **options: DataOptions fields: ``seed`` (the same seed always gives the same splits),
+            ``val_fraction`` and ``test_fraction`` (shares for validation and test when the data
+            has no such split), ``per_class`` (keep at most this many training examples per
+            class; val and test are untouched; subsets are nested: 5 per class is a subset of
+            10), ``text_column``, ``label_column``, ``path_column`` (table columns; a text
+            column means text data; image paths are relative to the table).
 
     Returns:
         A ``DataBundle``; ``classes`` are the sorted label names, every class is in ``train``.
@@ -164,10 +150,13 @@ def load_data(
         >>> bundle.classes[:3], len(bundle.train)
         (['0', '1', '2'], 200)
     """
-    spec = os.fspath(spec)
-    check_fractions(val_fraction, test_fraction)
-    _check_options(seed, per_class, max_bad_fraction)
-    seed = int(seed)
+    opts = as_data_options(source, **options)
+    spec, seed, per_class = opts.data, opts.seed, opts.per_class
+    val_fraction, test_fraction = opts.val_fraction, opts.test_fraction
+    text_column, label_column, path_column = opts.text_column, opts.label_column, opts.path_column
+    if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, (int, float)) or not (
+            0 <= max_bad_fraction <= 1):
+        raise ConfigError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction!r}.")
     report = DataReport()
     raw = _read_source(
         spec, Columns(text_column, label_column, path_column), report, max_bad_fraction
@@ -232,27 +221,22 @@ def _map_onto(part: Part, classes: list[str], spec: str) -> Split:
 
 
 def load_eval_split(
-    spec: str,
+    source: str | os.PathLike[str] | DataOptions,
     classes: list[str],
     *,
-    seed: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    text_column: str = "text",
-    label_column: str = "label",
-    path_column: str = "path",
     same_as_training: bool = False,
+    **options: Any,
 ) -> tuple[Split, DataReport]:
     """The data to evaluate a trained run on, with labels mapped onto the run's classes.
 
     Args:
-        spec: a data spec, as for ``load_data``.
+        source: a data spec or :class:`~transferkit.config.DataOptions`, as for ``load_data``.
         classes: the run's class names, in the run's label order.
-        seed, val_fraction, test_fraction: the training options; used only with
-            ``same_as_training`` (to rebuild exactly the training test split).
-        text_column, label_column, path_column: table column names.
-        same_as_training: ``spec`` is the training data: return the test split ``load_data``
-            made from it, so the run is never scored on its own training examples.
+        same_as_training: ``source`` is the training data: return the test split ``load_data``
+            made from it with the same seed and fractions, so the run is never scored on its
+            own training examples.
+        **options: DataOptions fields (the seed and fractions matter only with
+            ``same_as_training``; the column names always).
 
     Returns:
         ``(split, report)``: without ``same_as_training``, the data's explicit test split
@@ -267,20 +251,13 @@ def load_eval_split(
         >>> len(split)
         270
     """
-    spec = os.fspath(spec)
+    opts = as_data_options(source, **options)
+    spec = opts.data
     if not classes:
         raise ConfigError("classes must list the run's class names (it is empty).")
-    columns = Columns(text_column, label_column, path_column)
+    columns = Columns(opts.text_column, opts.label_column, opts.path_column)
     if same_as_training:
-        bundle = load_data(
-            spec,
-            seed=seed,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            text_column=text_column,
-            label_column=label_column,
-            path_column=path_column,
-        )
+        bundle = load_data(opts, per_class=None)  # the test split does not depend on per_class
         # Check every class of the data, not only the test split's: a changed class set means
         # the split would differ from the one the run was trained with.
         _map_onto(Part(items=[], labels=bundle.classes), classes, spec)
@@ -291,7 +268,6 @@ def load_eval_split(
             f"evaluating on the test split of the training data ({len(part)} examples)"
         )
     else:
-        check_fractions(val_fraction, test_fraction)
         report = DataReport()
         raw = _read_source(spec, columns, report, 0.05)
         if "test" in raw.splits:

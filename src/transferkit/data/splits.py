@@ -12,32 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from transferkit.config import check_fractions
 from transferkit.errors import ConfigError
 
-__all__ = ["check_fractions", "stratified_split", "sample_per_class"]
-
-
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    """Raise ``ConfigError`` unless both fractions are in [0, 1) and leave room for training.
-
-    Args:
-        val_fraction: share of the data for validation.
-        test_fraction: share of the data for the final test.
-
-    Example:
-        >>> check_fractions(0.15, 0.15)
-    """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-            raise ConfigError(
-                f"{name} must be a number from 0 up to (not including) 1, got {value!r}. "
-                "Use e.g. 0.15 for 15% of the data."
-            )
-    if val_fraction + test_fraction >= 1:
-        raise ConfigError(
-            f"val_fraction + test_fraction must be below 1 so that data is left for training, "
-            f"got {val_fraction} + {test_fraction}. Lower one of them (the defaults are 0.15 each)."
-        )
+__all__ = ["stratified_split", "sample_per_class"]
 
 
 def _target(n: int, fraction: float) -> int:

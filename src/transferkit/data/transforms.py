@@ -6,7 +6,9 @@ expect), so nobody has to guess sizes or normalisation.
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from transferkit.data.bundle import Split
 from transferkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from transferkit.models.spec import ImagePreprocessing
 
-__all__ = ["build_image_transform", "to_pil_rgb", "TextCollator"]
+__all__ = ["build_image_transform", "to_pil_rgb", "TextCollator", "auto_image_size", "resolve_image_size"]
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
@@ -176,3 +179,40 @@ class TextCollator:
         )
         # A plain dict (not BatchEncoding) so that .to(device) loops and pickling stay simple.
         return dict(encoded), labels
+
+
+def auto_image_size(split: Split, native: int) -> int:
+    """Twice the median image side, rounded up to a multiple of 32, between 32 and ``native``.
+
+    Upsampling small images (28-pixel digits) to a model's 224 pixels multiplies the compute
+    by 12 and adds no information.
+
+    Example:
+        >>> auto_image_size(Split([np.zeros((28, 28), np.uint8)] * 3, [0, 1, 0]), 224)
+        64
+    """
+    sides = []
+    for item in split.items[:32]:
+        if hasattr(item, "shape"):
+            sides.append(min(item.shape[:2]))
+        else:
+            with Image.open(item) as img:  # reads the header only
+                sides.append(min(img.size))
+    side = statistics.median(sides) if sides else native
+    return int(min(native, max(32, math.ceil(2 * side / 32) * 32)))
+
+
+def resolve_image_size(option: int | str | None, split: Split, native: int, default: str = "native") -> int:
+    """The input size that ``DataOptions.image_size`` asks for: ``native`` (the model's own),
+    ``auto`` (:func:`auto_image_size` of ``split``) or pixels; ``None`` means ``default``.
+
+    Example:
+        >>> resolve_image_size(None, Split([], []), 224), resolve_image_size(96, Split([], []), 224)
+        (224, 96)
+    """
+    option = default if option is None else option
+    if option == "native":
+        return native
+    if option == "auto":
+        return auto_image_size(split, native)
+    return int(option)

@@ -11,14 +11,23 @@ Example:
     'cat'
 """
 
-from .core import DEFAULT_FILES, QUANTIZATIONS, ExportResult, export_run
+# Each module registers its format in EXPORT_FORMATS, in this order (the order `--help` lists
+# them); features registers the onnxruntime feature backend.
+# isort: off
+from . import onnx  # noqa: F401
+from . import torchscript  # noqa: F401
+from . import tensorrt  # noqa: F401
+from . import features  # noqa: F401
+# isort: on
+from .core import QUANTIZATIONS, ExportResult, export_run
+from .formats import DEFAULT_FORMAT, EXPORT_FORMATS, ExportFormat
 from .predictor import ExportedModel, load_exported
-from .sidecar import FORMATS, is_exported, read_sidecar, sidecar_path, tokenizer_dir
+from .sidecar import is_exported, read_sidecar, sidecar_path, tokenizer_dir
 from .tensorrt import tensorrt_missing
 from .verify import DEFAULT_TOLERANCE, Verification
 
 __all__ = [
     "export_run", "ExportResult", "Verification", "load_exported", "ExportedModel", "is_exported",
-    "read_sidecar", "sidecar_path", "tokenizer_dir", "tensorrt_missing", "FORMATS", "QUANTIZATIONS",
-    "DEFAULT_FILES", "DEFAULT_TOLERANCE",
+    "read_sidecar", "sidecar_path", "tokenizer_dir", "tensorrt_missing", "EXPORT_FORMATS", "ExportFormat", "DEFAULT_FORMAT",
+    "QUANTIZATIONS", "DEFAULT_TOLERANCE",
 ]

@@ -19,19 +19,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..api import Run, load_run
 from ..errors import ConfigError
-from ..train.runfolder import atomic_write_json
+from ..inference import Run, load_run
+from ..io.atomic import atomic_write_json
+from ..io.runfolder import ADAPTER
+from .formats import DEFAULT_FORMAT, EXPORT_FORMATS, ExportFormat
 from .graph import GraphInputs, at_least_two, build_graph, with_padding
-from .onnx import OPSET_RANGE
-from .sidecar import FORMATS, build_sidecar, sidecar_path, tokenizer_dir
+from .sidecar import build_sidecar, sidecar_path, tokenizer_dir
 from .verify import DEFAULT_TOLERANCE, Verification, accuracy_of, check_parity, sample_batch, validation_split
 
-__all__ = ["export_run", "ExportResult", "DEFAULT_FILES", "QUANTIZATIONS"]
+__all__ = ["export_run", "ExportResult", "QUANTIZATIONS"]
 
 log = logging.getLogger("transferkit")
 
-DEFAULT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "tensorrt": "model.trt.ts"}
 QUANTIZATIONS = ("int8",)
 _ACCURACY_LIMIT = 2000  # validation examples scored for the int8 accuracy change
 
@@ -64,25 +64,19 @@ class ExportResult:
                 "size_mb": round(self.size_mb, 2), **self.extra}
 
 
-def _check_options(fmt: str, quantize: str | None, opset: int | None, tolerance: float, samples: int) -> None:
-    if fmt not in FORMATS:
-        raise ConfigError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}; e.g. --format onnx.")
+def _check_options(fmt: ExportFormat, quantize: str | None, opset: int | None, tolerance: float,
+                   samples: int) -> None:
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize: {quantize!r} is not one of {', '.join(QUANTIZATIONS)}.")
-    if quantize is not None and fmt != "onnx":
-        raise ConfigError("quantize: int8 quantization is done by ONNX Runtime; use it with --format onnx.")
-    if opset is not None and fmt != "onnx":
-        raise ConfigError("opset: --opset applies to ONNX only; drop it for --format " + fmt + ".")
-    if opset is not None and not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
-        raise ConfigError(f"opset: {opset} is not supported; give one from {OPSET_RANGE[0]} to {OPSET_RANGE[1]}.")
+    fmt.check_options(opset=opset, quantize=quantize)
     if not tolerance >= 0:
         raise ConfigError(f"tolerance: must be >= 0 (the largest absolute logit difference accepted), got {tolerance}.")
     if isinstance(samples, bool) or int(samples) < 1:
         raise ConfigError(f"samples: must be at least 1, got {samples}.")
 
 
-def _out_path(run: Run, fmt: str, out: str | Path | None, quantize: str | None, force: bool) -> Path:
-    name = DEFAULT_FILES[fmt] if not quantize else "model.int8.onnx"
+def _out_path(run: Run, fmt: ExportFormat, out: str | Path | None, quantize: str | None, force: bool) -> Path:
+    name = fmt.default_file if not quantize else "model.int8.onnx"
     path = Path(out) if out else run.run_dir / "export" / name
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; give a file name, e.g. {path / name}.")
@@ -99,7 +93,7 @@ def _unmerged(run: Run) -> torch.nn.Module:
     The run folder's weights hold ``W + s B A``; the adapter is loaded on top, its layers marked
     merged and unmerged, which leaves ``W`` in the base weights and ``B A`` in the factors.
     """
-    adapter = run.run_dir / "adapter"
+    adapter = run.run_dir / ADAPTER
     if not adapter.is_dir():
         raise ConfigError(f"--no-merge exports a LoRA adapter unmerged, but {run.run_dir} has no adapter/ "
                           "folder (it is not a LoRA run); drop --no-merge.")
@@ -118,23 +112,16 @@ def _slice(sample: Any, stop: int) -> Any:
     return {k: v[:stop] for k, v in sample.items()}
 
 
-def _to_feed(inputs: Any) -> dict[str, np.ndarray]:
-    """A loader batch -> ONNX Runtime inputs (image ``input``, or the tokenizer arrays)."""
-    if isinstance(inputs, torch.Tensor):
-        return {"input": inputs.float().contiguous().numpy()}
-    return {k: v.long().numpy() for k, v in dict(inputs).items()}
-
-
 class _Exporter:
     """One export: the run, the chosen format and options, and the staging folder."""
 
-    def __init__(self, run: Run, model: torch.nn.Module, fmt: str, staging: Path, name: str, *,
+    def __init__(self, run: Run, model: torch.nn.Module, fmt: ExportFormat, staging: Path, name: str, *,
                  opset: int | None, dynamic_batch: bool) -> None:
         self.run, self.model, self.fmt, self.staging, self.name = run, model, fmt, staging, name
         self.opset, self.dynamic_batch = opset, dynamic_batch
         self.spec = run.model.spec
         self.max_tokens = self.spec.text.max_length if self.spec.text else None
-        self.compiled: Any = None  # TensorRT: the compiled module, kept for verification
+        self.written: dict[str, Any] = {}  # the format's own sidecar entries (ONNX: the opset written)
 
     def write(self, path: Path, sample: Any) -> GraphInputs:
         """Export the model traced on ``sample`` to ``path``; return the graph's inputs."""
@@ -142,34 +129,15 @@ class _Exporter:
             sample = with_padding(sample, getattr(self.run.model.tokenizer(), "pad_token_id", None) or 0)
         sample = at_least_two(sample) if self.dynamic_batch else _slice(sample, 1)
         graph, inputs = build_graph(self.model, sample)
-        if self.fmt == "onnx":
-            from .onnx import export_onnx
-
-            self.opset = export_onnx(graph, inputs, path, opset=self.opset, dynamic_batch=self.dynamic_batch,
-                                     max_tokens=self.max_tokens)
-        elif self.fmt == "torchscript":
-            from .torchscript import export_torchscript
-
-            export_torchscript(graph, inputs, path)
-        else:
-            from .tensorrt import export_tensorrt
-
-            self.compiled = export_tensorrt(graph, inputs, path, dynamic_batch=self.dynamic_batch,
-                                            max_tokens=self.max_tokens)
+        self.written = self.fmt.write(graph, inputs, path, opset=self.opset, dynamic_batch=self.dynamic_batch,
+                                      max_tokens=self.max_tokens)
         return inputs
 
     def runner(self, path: Path) -> Callable[[Any], torch.Tensor]:
-        """``inputs -> logits [B, C]`` with the exported file (ONNX Runtime, TorchScript, TensorRT)."""
-        if self.fmt == "onnx":
-            from .onnx import onnx_session, run_session
-
-            session = onnx_session(path)
-            return lambda inputs: torch.from_numpy(run_session(session, _to_feed(inputs)))
-        from .torchscript import load_torchscript, run_torchscript
-
-        module, device = (load_torchscript(path), "cpu") if self.fmt == "torchscript" else (self.compiled, "cuda")
-
-        return lambda inputs: run_torchscript(module, build_graph(self.model, inputs)[1], device)
+        """``loader batch -> logits [B, C]`` with the exported file, in the format's runtime."""
+        loaded = self.fmt.open(path, self.fmt.device)
+        return lambda batch: torch.from_numpy(np.asarray(
+            self.fmt.run(loaded, build_graph(self.model, batch)[1], self.fmt.device), dtype=np.float32))
 
     def verify(self, run_exported: Callable[[Any], torch.Tensor], sample: Any, source: str,
                tolerance: float) -> Verification:
@@ -180,15 +148,14 @@ class _Exporter:
             for batch in batches:
                 eager.append(self.model(batch).float())
                 exported.append(run_exported(batch))
-        what = {"onnx": "ONNX (ONNX Runtime)", "torchscript": "TorchScript", "tensorrt": "TensorRT"}[self.fmt]
-        result = check_parity(torch.cat(eager), torch.cat(exported), tolerance, source, what)
+        result = check_parity(torch.cat(eager), torch.cat(exported), tolerance, source, self.fmt.title)
         result.n = int(eager[0].shape[0])
         return result
 
     def sidecar(self, inputs: GraphInputs, extra: dict[str, Any]) -> dict[str, Any]:
-        data = build_sidecar(self.spec, self.fmt, self.name, inputs, dynamic_batch=self.dynamic_batch, extra=extra)
-        if self.fmt == "onnx":
-            data["opset"] = self.opset
+        data = build_sidecar(self.spec, self.fmt.name, self.name, inputs, dynamic_batch=self.dynamic_batch,
+                             extra=extra)
+        data.update(self.written)
         return data
 
 
@@ -225,7 +192,7 @@ def _publish(staging: Path, folder: Path, names: list[str]) -> None:
 
 def export_run(
     run_dir: str | Path,
-    format: str = "onnx",  # noqa: A002 - the CLI's --format
+    format: str = DEFAULT_FORMAT,  # noqa: A002 - the CLI's --format
     *,
     out: str | Path | None = None,
     opset: int | None = None,
@@ -266,20 +233,18 @@ def export_run(
         True
     """
     started = time.perf_counter()
-    _check_options(format, quantize, opset, tolerance, samples)
-    if format == "tensorrt":
-        from .tensorrt import require_tensorrt
-
-        require_tensorrt()  # fail before loading anything
+    fmt = EXPORT_FORMATS.get(format)
+    _check_options(fmt, quantize, opset, tolerance, samples)
+    fmt.ensure_available()  # fail before loading anything
     run = load_run(run_dir, "cpu")
-    path = _out_path(run, format, out, quantize, force)
+    path = _out_path(run, fmt, out, quantize, force)
     model = run.model if merge else _unmerged(run)
     model.float().eval()
     split = validation_split(run) if (verify or quantize) else None
     sample, source = sample_batch(run, split, samples)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        exporter = _Exporter(run, model, format, staging, path.name, opset=opset, dynamic_batch=dynamic_batch)
+        exporter = _Exporter(run, model, fmt, staging, path.name, opset=opset, dynamic_batch=dynamic_batch)
         first = staging / ("fp32.onnx" if quantize else path.name)
         inputs = exporter.write(first, sample)
         verification = exporter.verify(exporter.runner(first), sample, source, tolerance) if verify else None
@@ -287,10 +252,7 @@ def export_run(
         extra = {"verification": verification.to_dict() if verification else None, "quantization": quantization,
                  "merged_lora": merge, "run_dir": str(run.run_dir.resolve())}
         sidecar = exporter.sidecar(inputs, extra)
-        if format == "onnx":
-            from .onnx import set_metadata
-
-            set_metadata(staging / path.name, sidecar)
+        fmt.annotate(staging / path.name, sidecar)
         atomic_write_json(staging / sidecar_path(path).name, sidecar)
         if run.model.spec.modality == "text":
             run.model.tokenizer().save_pretrained(str(staging / tokenizer_dir(path).name))
@@ -301,4 +263,4 @@ def export_run(
     size = path.stat().st_size / 2**20
     log.debug("exported %s to %s (%.1f MB)", format, path, size)
     return ExportResult(path, sidecar_path(path), format, verification, quantization,
-                        time.perf_counter() - started, size, {"opset": exporter.opset} if format == "onnx" else {})
+                        time.perf_counter() - started, size, dict(exporter.written))

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..registry import FEATURE_BACKENDS
 from .graph import at_least_two, build_graph, with_padding
 from .onnx import export_onnx, onnx_session, run_session
 
@@ -68,3 +69,6 @@ class OnnxBackbone:
         """Trace on the first batch of an indexed loader (``(inputs, labels, indices)`` batches)."""
         inputs = next(iter(loader))[0]
         return cls(model, inputs, str(device))
+
+
+FEATURE_BACKENDS.add("onnxruntime", OnnxBackbone.from_loader)

@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportError
+from .formats import EXPORT_FORMATS, ExportFormat
 from .graph import GraphInputs
 
 __all__ = ["export_onnx", "onnx_session", "run_session", "set_metadata", "read_metadata",
-           "quantize_int8", "unsupported_operator", "OPSET_RANGE"]
+           "quantize_int8", "unsupported_operator", "OPSET_RANGE", "OnnxFormat"]
 
 log = logging.getLogger("transferkit")
 
@@ -203,3 +204,38 @@ def quantize_int8(source: Path, target: Path, modality: str) -> None:
         raise ExportError(f"int8 quantization of {source.name} failed: {str(exc).splitlines()[0][:300]}") from None
     finally:
         root.setLevel(level)
+
+
+def _feed(inputs: GraphInputs) -> dict[str, np.ndarray]:
+    """Named graph inputs as ONNX Runtime feeds: images float32, token tensors int64."""
+    dtype = np.float32 if inputs.modality == "image" else np.int64
+    return {name: t.detach().cpu().contiguous().numpy().astype(dtype, copy=False)
+            for name, t in zip(inputs.names, inputs.tensors)}
+
+
+class OnnxFormat(ExportFormat):
+    """ONNX through the torch.export-based exporter, run and verified in ONNX Runtime."""
+
+    name, default_file, title = "onnx", "model.onnx", "ONNX (ONNX Runtime)"
+    help = "onnx (verified in ONNX Runtime)"
+
+    def check_options(self, *, opset: int | None, quantize: str | None) -> None:
+        if opset is not None and not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+            raise ConfigError(f"opset: {opset} is not supported; give one from {OPSET_RANGE[0]} to {OPSET_RANGE[1]}.")
+
+    def write(self, graph: nn.Module, inputs: GraphInputs, path: Path, *, opset: int | None,
+              dynamic_batch: bool, max_tokens: int | None) -> dict[str, Any]:
+        return {"opset": export_onnx(graph, inputs, path, opset=opset, dynamic_batch=dynamic_batch,
+                                     max_tokens=max_tokens)}
+
+    def annotate(self, path: Path, sidecar: dict[str, Any]) -> None:
+        set_metadata(path, sidecar)
+
+    def open(self, path: str | Path, device: str = "cpu") -> Any:
+        return onnx_session(path, device=device)
+
+    def run(self, loaded: Any, inputs: GraphInputs, device: str = "cpu") -> np.ndarray:
+        return run_session(loaded, _feed(inputs))
+
+
+EXPORT_FORMATS.add(OnnxFormat.name, OnnxFormat())

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ExportError
+from .formats import EXPORT_FORMATS
 from .graph import GraphInputs
 from .preprocess import load_tokenizer, preprocess_images, tokenize
 from .sidecar import read_sidecar, tokenizer_dir
@@ -48,22 +49,11 @@ class ExportedModel:
         self.modality: str = sidecar["modality"]
         self.format: str = sidecar["format"]
         self.names = [i["name"] for i in sidecar["inputs"]]
-        self._runner = self._load()
-        self._tokenizer: Any = None
-
-    def _load(self) -> Any:
-        if self.format == "onnx":
-            from .onnx import onnx_session
-
-            return onnx_session(self.path, device=self.device)
-        if self.format == "tensorrt":
-            from .tensorrt import load_tensorrt
-
+        self._format = EXPORT_FORMATS.get(self.format)
+        if self._format.device == "cuda":  # TensorRT engines run on CUDA only
             self.device = "cuda"
-            return load_tensorrt(self.path)
-        from .torchscript import load_torchscript
-
-        return load_torchscript(self.path, self.device)
+        self._runner = self._format.open(self.path, self.device)
+        self._tokenizer: Any = None
 
     def _feeds(self, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
         pre = self.sidecar["preprocessing"]
@@ -74,15 +64,8 @@ class ExportedModel:
         return tokenize(self._tokenizer, [str(t) for t in inputs], int(pre["text"]["max_length"]))
 
     def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        if self.format == "onnx":
-            from .onnx import run_session
-
-            return run_session(self._runner, feed)
         tensors = tuple(torch.from_numpy(feed[n]) for n in self.names)
-        graph_inputs = GraphInputs(self.names, tensors, self.modality)
-        from .torchscript import run_torchscript
-
-        return run_torchscript(self._runner, graph_inputs, self.device).numpy()
+        return self._format.run(self._runner, GraphInputs(self.names, tensors, self.modality), self.device)
 
     def logits(self, inputs: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Logits [N, C] for image paths/arrays or texts, in batches."""

@@ -13,13 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
 from ..errors import ExportError
 from ..models import ModelSpec
+from .formats import EXPORT_FORMATS
 from .graph import GraphInputs
 
-__all__ = ["sidecar_path", "tokenizer_dir", "build_sidecar", "read_sidecar", "is_exported", "FORMATS"]
+__all__ = ["sidecar_path", "tokenizer_dir", "build_sidecar", "read_sidecar", "is_exported"]
 
-FORMATS = ("onnx", "torchscript", "tensorrt")
 SCHEMA = 1
 
 
@@ -61,8 +62,6 @@ def build_sidecar(spec: ModelSpec, fmt: str, artifact_name: str, inputs: GraphIn
         >>> build_sidecar(spec, "onnx", "model.onnx", inputs, dynamic_batch=True)["labels"]  # doctest: +SKIP
         ['cat', 'dog']
     """
-    from .. import __version__
-
     shapes = []
     for name, tensor in zip(inputs.names, inputs.tensors):
         shape: list[Any] = list(tensor.shape)
@@ -99,7 +98,7 @@ def read_sidecar(artifact: str | Path) -> dict[str, Any]:
         data = read_metadata(artifact) or {}
     else:
         data = {}
-    if data.get("format") not in FORMATS or not data.get("labels"):
+    if data.get("format") not in EXPORT_FORMATS or not data.get("labels"):
         raise ExportError(
             f"{artifact} is not a transferkit export: {path.name} (its sidecar with the labels and "
             "preprocessing) is missing or incomplete. Give a run folder, or a file written by "

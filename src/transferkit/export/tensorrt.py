@@ -14,13 +14,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import BackendUnavailableError, ExportError
+from .formats import EXPORT_FORMATS, ExportFormat
 from .graph import GraphInputs
 
-__all__ = ["tensorrt_missing", "require_tensorrt", "export_tensorrt", "load_tensorrt"]
+__all__ = ["tensorrt_missing", "require_tensorrt", "export_tensorrt", "load_tensorrt", "TensorRTFormat"]
 
 #: The largest batch a dynamic-batch engine is built for (TensorRT needs a range).
 MAX_BATCH = 64
@@ -105,3 +107,30 @@ def load_tensorrt(path: str | Path) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.load(str(path), map_location="cuda").eval()
+
+
+class TensorRTFormat(ExportFormat):
+    """A TensorRT engine compiled by torch-tensorrt on a CUDA GPU, saved as TorchScript."""
+
+    name, default_file, title = "tensorrt", "model.trt.ts", "TensorRT"
+    help = "tensorrt (CUDA GPU)"
+    device = "cuda"
+
+    def ensure_available(self) -> None:
+        require_tensorrt()
+
+    def write(self, graph: nn.Module, inputs: GraphInputs, path: Path, *, opset: int | None,
+              dynamic_batch: bool, max_tokens: int | None) -> dict[str, Any]:
+        export_tensorrt(graph, inputs, path, dynamic_batch=dynamic_batch, max_tokens=max_tokens)
+        return {}
+
+    def open(self, path: str | Path, device: str = "cuda") -> Any:
+        return load_tensorrt(path)
+
+    def run(self, loaded: Any, inputs: GraphInputs, device: str = "cuda") -> np.ndarray:
+        from .torchscript import run_torchscript
+
+        return run_torchscript(loaded, inputs, "cuda").numpy()
+
+
+EXPORT_FORMATS.add(TensorRTFormat.name, TensorRTFormat())

@@ -14,13 +14,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ExportError
+from .formats import EXPORT_FORMATS, ExportFormat
 from .graph import GraphInputs
 
-__all__ = ["export_torchscript", "load_torchscript", "run_torchscript"]
+__all__ = ["export_torchscript", "load_torchscript", "run_torchscript", "TorchScriptFormat"]
 
 
 @contextlib.contextmanager
@@ -70,3 +72,24 @@ def load_torchscript(path: str | Path, device: str = "cpu") -> Any:
 def run_torchscript(module: Any, inputs: GraphInputs, device: str = "cpu") -> torch.Tensor:
     """Logits [B, C] (float32, CPU) of a loaded TorchScript module."""
     return module(*(t.to(device) for t in inputs.tensors)).float().cpu()
+
+
+class TorchScriptFormat(ExportFormat):
+    """A traced, frozen TorchScript graph; ``torch.jit.load`` runs it without transferkit."""
+
+    name, default_file, title = "torchscript", "model.pt", "TorchScript"
+    help = "torchscript"
+
+    def write(self, graph: nn.Module, inputs: GraphInputs, path: Path, *, opset: int | None,
+              dynamic_batch: bool, max_tokens: int | None) -> dict[str, Any]:
+        export_torchscript(graph, inputs, path)
+        return {}
+
+    def open(self, path: str | Path, device: str = "cpu") -> Any:
+        return load_torchscript(path, device)
+
+    def run(self, loaded: Any, inputs: GraphInputs, device: str = "cpu") -> np.ndarray:
+        return run_torchscript(loaded, inputs, device).numpy()
+
+
+EXPORT_FORMATS.add(TorchScriptFormat.name, TorchScriptFormat())

@@ -8,9 +8,9 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..api import Run
 from ..data import Split, load_data
 from ..errors import ExportError, TransferkitError
+from ..inference import Run
 from ..train.loaders import make_loader
 
 __all__ = ["Verification", "validation_split", "sample_batch", "check_parity", "accuracy_of",
@@ -57,10 +57,7 @@ def validation_split(run: Run) -> Split | None:
     """
     cfg = run.config
     try:
-        data = load_data(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, per_class=cfg.per_class,
-                         text_column=cfg.text_column, label_column=cfg.label_column,
-                         path_column=cfg.path_column)
+        data = load_data(cfg.data_options)
     except (TransferkitError, OSError) as exc:
         log.warning("the run's data %s cannot be loaded (%s); verifying on synthetic inputs", cfg.data,
                     str(exc)[:200])

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .inject import HEAD, LoraSettings, _set_submodule, _wrap, has_lora, lora_layers
+from .inject import HEAD, LoraSettings, _set_submodule, _wrap, lora_layers
 from .layers import LoraLayer
 
 __all__ = ["save_adapter", "load_adapter", "adapter_state_dict", "CONFIG_FILE", "WEIGHTS_FILE"]

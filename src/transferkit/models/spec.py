@@ -38,6 +38,16 @@ class ImagePreprocessing:
         self.resize_size = int(self.resize_size)
         self.crop_size = int(self.crop_size)
 
+    def at_size(self, crop: int) -> ImagePreprocessing:
+        """The same preprocessing for a ``crop`` x ``crop`` input, the resize scaled alike.
+
+        Example:
+            >>> ImagePreprocessing(256, 224, (0.5,) * 3, (0.5,) * 3).at_size(64).resize_size
+            73
+        """
+        ratio = self.resize_size / self.crop_size
+        return dataclasses.replace(self, crop_size=int(crop), resize_size=int(round(crop * ratio)))
+
 
 @dataclass
 class TextPreprocessing:

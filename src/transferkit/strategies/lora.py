@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch import nn
 
 from .. import lora, surgery
-from .base import Strategy
+from ..io.runfolder import ADAPTER
+from .base import Strategy, register_strategy
 
-ADAPTER_DIR = "adapter"
 
-
+@register_strategy
 class LoraStrategy(Strategy):
-    """Only ``lora_A``/``lora_B`` of the adapted layers (at ``--lr``) and the head (at ``--lr``
+    """Low-rank adapters B A on the targeted layers and the new head train; all else is frozen.
+
+    Only ``lora_A``/``lora_B`` of the adapted layers (at ``--lr``) and the head (at ``--lr``
     times ``--head-lr-scale``) train.
 
     The adapters are injected by :meth:`setup_model` (idempotent), before a resumed checkpoint is
@@ -25,11 +28,13 @@ class LoraStrategy(Strategy):
     Example:
         >>> from transferkit.config import TrainConfig
         >>> s = LoraStrategy(TrainConfig(model="m", data="d", strategy="lora", lora_rank=4))
-        >>> s.settings().rank, s.uses_feature_cache
+        >>> s.settings().rank, s.uses_feature_cache()
         (4, False)
     """
 
     name = "lora"
+    # Only the low-rank factors and the head train, so a larger rate than full fine-tuning.
+    defaults = MappingProxyType({"epochs": 10, "lr": 1e-3, "patience": 3, "weight_decay": 0.01})
     # The head gets lr x head_lr_scale (10) like full fine-tuning: on raw (unstandardised) features
     # a fresh head at 1e-3 barely moves in a few epochs (MiniLM + BBC News, 20 per class: 0.61
     # test accuracy after 4 epochs at 1e-3).
@@ -59,4 +64,4 @@ class LoraStrategy(Strategy):
 
     def write_extras(self, model: nn.Module, run_dir: Path) -> None:
         """``RUN_DIR/adapter/``: the factors and the head in PEFT's format."""
-        lora.save_adapter(model, Path(run_dir) / ADAPTER_DIR, base_model_name_or_path=self.config.model)
+        lora.save_adapter(model, Path(run_dir) / ADAPTER, base_model_name_or_path=self.config.model)

@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 
 from ..errors import RunFolderError
-from . import runfolder as rf
+from ..io import runfolder as rf
+from ..io.atomic import atomic_save_torch, atomic_save_weights, load_weights
+from ..io.records import EpochRecord, Phase
 from .loop import Checkpoint, LoopState
 
-FOLDER = "checkpoint"
+FOLDER = rf.CHECKPOINT
 _STATE = "state.pt"
 
 
@@ -27,15 +29,15 @@ def save_checkpoint(run_dir: Path, ck: Checkpoint) -> None:
     folder = Path(run_dir) / FOLDER
     folder.mkdir(exist_ok=True)
     epoch = ck.state.epoch
-    rf.atomic_save_weights(folder / f"model-{epoch}.safetensors", ck.model)
+    atomic_save_weights(folder / f"model-{epoch}.safetensors", ck.model)
     if ck.best_model is not None:
-        rf.atomic_save_weights(folder / f"best-{epoch}.safetensors", ck.best_model)
-    state = {
-        "phase": ck.phase, "state": dataclasses.asdict(ck.state), "optimizer": ck.optimizer,
+        atomic_save_weights(folder / f"best-{epoch}.safetensors", ck.best_model)
+    state = {  # plain containers only: read back with weights_only=True
+        "phase": ck.phase.value, "state": dataclasses.asdict(ck.state), "optimizer": ck.optimizer,
         "join_steps": ck.join_steps, "torch_rng": ck.torch_rng, "generator_rng": ck.generator_rng,
-        "records": ck.records, "epoch": epoch, "has_best": ck.best_model is not None,
+        "records": [r.to_dict() for r in ck.records], "epoch": epoch, "has_best": ck.best_model is not None,
     }
-    rf._atomic_write(folder / _STATE, lambda tmp: torch.save(state, tmp))
+    atomic_save_torch(folder / _STATE, state)
     for old in folder.glob("*.safetensors"):  # only the files the new state names survive
         if old.name not in (f"model-{epoch}.safetensors", f"best-{epoch}.safetensors"):
             old.unlink(missing_ok=True)
@@ -53,12 +55,13 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         )
     state = torch.load(folder / _STATE, map_location="cpu", weights_only=True)
     epoch = state["epoch"]
-    best = rf.load_weights(folder / f"best-{epoch}.safetensors") if state["has_best"] else None
+    best = load_weights(folder / f"best-{epoch}.safetensors") if state["has_best"] else None
     return Checkpoint(
-        phase=state["phase"], state=LoopState(**state["state"]),
-        model=rf.load_weights(folder / f"model-{epoch}.safetensors"), best_model=best,
+        phase=Phase.parse(state["phase"]), state=LoopState(**state["state"]),
+        model=load_weights(folder / f"model-{epoch}.safetensors"), best_model=best,
         optimizer=state["optimizer"], join_steps=list(state["join_steps"]),
-        torch_rng=state["torch_rng"], generator_rng=state["generator_rng"], records=list(state["records"]),
+        torch_rng=state["torch_rng"], generator_rng=state["generator_rng"],
+        records=[EpochRecord.from_dict(r) for r in state["records"]],
     )
 
 

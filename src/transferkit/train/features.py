@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..registry import FEATURE_BACKENDS
 from .device import autocast, move_to
 from .progress import Progress
 
@@ -76,7 +77,7 @@ def extract_features(
         device: where the backbone runs.
         limit_mb: above this many MB the matrix lives in a memory-mapped temporary file.
         encode: runs the backbone instead of ``model.forward_features`` (CPU inputs -> [B, F]),
-            e.g. ``transferkit.export.features.OnnxBackbone`` for ``--backend onnxruntime``.
+            from a ``FEATURE_BACKENDS`` factory (``--backend onnxruntime``).
 
     Returns:
         CachedFeatures with rows in the split's original order.
@@ -100,3 +101,11 @@ def extract_features(
     if features is None:  # empty split
         features = torch.empty(0, 0)
     return CachedFeatures(features, labels, on_disk)
+
+
+def _torch_backend(model: nn.Module, loader: Any, device: torch.device) -> None:
+    """``--backend torch``: no separate encoder; ``extract_features`` runs the model itself."""
+    return None
+
+
+FEATURE_BACKENDS.add("torch", _torch_backend)

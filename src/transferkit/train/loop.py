@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.records import EpochRecord, Event, EventKind, Phase
 from .device import autocast, batch_size_of, move_to
+from .metrics_log import MetricsLog
 from .progress import Progress
-from .runfolder import MetricsLog
 from .schedule import warmup_cosine
 
 log = logging.getLogger("transferkit")
@@ -63,7 +64,7 @@ class LoopState:
 class Checkpoint:
     """Everything needed to continue a phase after the epoch ``state.epoch``."""
 
-    phase: str
+    phase: Phase
     state: LoopState
     model: dict[str, torch.Tensor]
     best_model: dict[str, torch.Tensor] | None
@@ -71,7 +72,7 @@ class Checkpoint:
     join_steps: list[int]
     torch_rng: torch.Tensor
     generator_rng: torch.Tensor | None
-    records: list[dict[str, Any]]
+    records: list[EpochRecord]
 
 
 @dataclass
@@ -83,7 +84,7 @@ class FitResult:
     best_val_loss: float
     epochs_run: int
     stopped_early: bool
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
     warnings: list[str] = field(default_factory=list)
 
 
@@ -141,6 +142,10 @@ class _Optimizer:
     def params(self) -> list[torch.nn.Parameter]:
         return [p for g in self.opt.param_groups for p in g["params"]]
 
+    def rates(self) -> dict[str, float]:
+        """Current rate of each group by its layer-group name (groups in the order they joined)."""
+        return {str(g.get("name", i)): g["lr"] for i, g in enumerate(self.opt.param_groups)}
+
 
 def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state: LoopState,
                  progress: Progress, desc: str) -> tuple[float, float]:
@@ -165,14 +170,14 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
     return loss_sum / max(1, seen), correct / max(1, seen)
 
 
-def _overfitting(record: dict[str, Any], state: LoopState, settings: LoopSettings, phase: str) -> str | None:
+def _overfitting(record: EpochRecord, state: LoopState, settings: LoopSettings) -> str | None:
     """A warning once per phase when train accuracy runs ahead of a stalled validation."""
-    gap = record["train_accuracy"] - record["val_accuracy"]
+    gap = record.train_accuracy - record.val_accuracy
     if state.overfit_warned or gap <= settings.overfit_gap or state.stale < 2:
         return None
     state.overfit_warned = True
-    return (f"possible overfitting in phase {phase} at epoch {record['epoch']}: train accuracy "
-            f"{record['train_accuracy']:.3f} vs validation {record['val_accuracy']:.3f} (gap "
+    return (f"possible overfitting in phase {record.phase} at epoch {record.epoch}: train accuracy "
+            f"{record.train_accuracy:.3f} vs validation {record.val_accuracy:.3f} (gap "
             f"{gap:.3f} > {settings.overfit_gap}) while validation has not improved for "
             f"{state.stale} epochs; more data, augmentation, fewer trainable layers or stronger "
             "weight decay may help")
@@ -185,7 +190,8 @@ def fit(
     param_groups: list[dict[str, Any]],
     settings: LoopSettings,
     *,
-    phase: str,
+    phase: Phase,
+    label: str | None = None,
     metrics_log: MetricsLog | None = None,
     progress: Progress | None = None,
     on_epoch_start: EpochStart | None = None,
@@ -201,7 +207,8 @@ def fit(
         train_loader / val_loader: yield ``(inputs, labels)``; inputs a tensor or a dict of tensors.
         param_groups: AdamW parameter groups at the start, each with its peak ``lr``.
         settings: epochs, weight decay, warmup, clipping, patience, precision, device, deadline.
-        phase: name written into every metrics record (``head``, ``full``, ...).
+        phase: written into every metrics record.
+        label: what progress bars and log lines call the phase (default: the phase's name).
         metrics_log: receives one record per epoch.
         on_epoch_start: called after ``model.train()`` each epoch with the epoch number; may
             return parameter groups that join the optimizer from this epoch on.
@@ -216,12 +223,14 @@ def fit(
         A :class:`FitResult`; the model holds the best epoch's weights.
     """
     progress = progress or Progress(False)
+    phase = Phase(phase)  # also accepts its value ("fine-tune")
+    label = label or str(phase)
     optim = _Optimizer(param_groups, settings, len(train_loader))
     state, best_state, warnings = LoopState(), None, []
-    history: list[dict[str, Any]] = []
+    history: list[EpochRecord] = []
     if resume is not None:
         state, best_state = dataclasses.replace(resume.state), resume.best_model
-        history = [r for r in resume.records if r.get("phase") == phase]
+        history = [r for r in resume.records if r.phase is phase]
         for epoch in range(1, state.epoch + 1):  # replay the schedule: same groups, same order
             optim.add(on_epoch_start(model, epoch) or [] if on_epoch_start else [], 0)
         optim.join_steps = list(resume.join_steps)
@@ -232,46 +241,53 @@ def fit(
     elif baseline:
         state.best_accuracy, state.best_loss = _evaluate(model, val_loader, settings)
         best_state = copy.deepcopy(model.state_dict())
-        log.info("%s: starting weights score val accuracy %.4f", phase, state.best_accuracy)
-    bar = progress.epochs(settings.epochs, phase)
+        log.info("%s: starting weights score val accuracy %.4f", label, state.best_accuracy)
+    bar = progress.epochs(settings.epochs, label)
     stopped = False
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         if settings.deadline is not None and time.perf_counter() > settings.deadline:
-            log.warning("%s: time budget reached before epoch %d; keeping the best epoch so far", phase, epoch)
+            warning = f"{label}: time budget reached before epoch {epoch}; keeping the best epoch so far"
+            log.warning("%s", warning)
+            warnings.append(warning)
             stopped = True
             break
         start = time.perf_counter()
         model.train()
         joining = on_epoch_start(model, epoch) or [] if on_epoch_start is not None else []
+        events = []
         if joining:  # newly unfrozen layers deserve `patience` epochs before early stopping
             optim.add(joining, state.step)
             state.stale = 0
-        train_loss, train_acc = _train_epoch(model, train_loader, optim, settings, state, progress, f"{phase} {epoch}")
+            names = tuple(str(g.get("name", "?")) for g in joining)
+            events.append(Event(EventKind.UNFROZEN, f"unfrozen: {', '.join(names)}", names))
+        train_loss, train_acc = _train_epoch(model, train_loader, optim, settings, state, progress, f"{label} {epoch}")
         val_acc, val_loss = _evaluate(model, val_loader, settings)
-        record = {
-            "phase": phase, "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-            "val_loss": val_loss, "val_accuracy": val_acc, "lr": optim.opt.param_groups[-1]["lr"],
-            "groups": [g.get("name", str(i)) for i, g in enumerate(optim.opt.param_groups)],
-            "seconds": time.perf_counter() - start,
-        }
         state.epoch = epoch
         # Accuracy decides; among equal accuracies a validation loss lower by more than 0.1%
         # wins (smaller drifts of a converged head would keep early stopping from ever firing).
         tie_better = val_acc == state.best_accuracy and val_loss < state.best_loss * (1 - 1e-3)
-        if val_acc > state.best_accuracy or tie_better:
+        improved = val_acc > state.best_accuracy or tie_better
+        if improved:
             state.best_accuracy, state.best_loss, state.best_epoch, state.stale = val_acc, val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             state.stale += 1
-        warning = _overfitting(record, state, settings, phase)
+        record = EpochRecord(phase, epoch, train_loss, train_acc, val_loss, val_acc,
+                             seconds=time.perf_counter() - start, lrs=optim.rates(), improved=improved,
+                             events=events)
+        warning = _overfitting(record, state, settings)
         if warning:
             log.warning("%s", warning)
             warnings.append(warning)
-            record["warning"] = warning
+            record.events.append(Event(EventKind.OVERFITTING, warning))
+        stopped = state.stale >= settings.patience
+        if stopped:
+            record.events.append(Event(EventKind.EARLY_STOP, f"no validation improvement for {state.stale} "
+                                       f"epochs; best epoch {state.best_epoch}"))
         history.append(record)
         if metrics_log is not None:
             metrics_log.append(record)
-        bar.update(epoch, {k: record[k] for k in ("train_loss", "val_loss", "val_accuracy")})
+        bar.update(epoch, {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc})
         if checkpoint is not None:
             checkpoint(Checkpoint(
                 phase, dataclasses.replace(state), model.state_dict(), best_state,
@@ -279,10 +295,9 @@ def fit(
                 generator.get_state() if generator is not None else None,
                 list(metrics_log.records) if metrics_log is not None else list(history),
             ))
-        if state.stale >= settings.patience:
-            stopped = True
+        if stopped:
             log.info("%s: early stop after epoch %d; best epoch %d (val accuracy %.4f)",
-                     phase, epoch, state.best_epoch, state.best_accuracy)
+                     label, epoch, state.best_epoch, state.best_accuracy)
             break
     bar.close()
     if best_state is not None:

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 import resource
 import time
 from dataclasses import dataclass
@@ -16,12 +15,15 @@ from typing import Any, Iterator
 import torch
 
 from .. import surgery
-from ..config import HEAD_DEFAULTS, TrainConfig
-from ..data import DataBundle, load_data
-from ..errors import ConfigError, DataError, RunFolderError
+from ..config import TrainConfig
+from ..data import DataBundle, load_data, resolve_image_size
+from ..errors import ConfigError, DataError
+from ..io import runfolder as rf
+from ..io.atomic import atomic_save_weights, atomic_write_json
+from ..io.records import TestMetrics, epochs_to_best, epochs_trained
 from ..models import ModelSpec, TransferModel, build_model_from_spec, load_model
-from ..strategies import FeatureExtraction, Strategy, get_strategy
-from . import runfolder as rf
+from ..registry import FEATURE_BACKENDS
+from ..strategies import FeatureExtraction, FineTunePhase, HeadPhase, Strategy, get_strategy
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
 from .features import CachedFeatures, extract_features
@@ -29,26 +31,25 @@ from .head import fit_head_adamw, fit_head_lbfgs, temper_head
 from .loaders import make_indexed_loader, make_loader
 from .loop import Checkpoint, LoopSettings, fit, predict_logits
 from .metrics import classification_metrics
-from .plots import close, learning_curve_figure
+from .metrics_log import MetricsLog
+from .plots import learning_curve_figure, save_figure
 from .progress import Progress
-from .tensorboard import TENSORBOARD_DIR
 
 log = logging.getLogger("transferkit")
 
 
 @dataclass
 class RunResult:
-    """What ``train`` returns: the run folder and the test metrics written into it."""
+    """What ``train`` returns: the run folder, its test metrics record and the resolved config."""
 
     run_dir: Path
-    test_metrics: dict[str, Any]
+    metrics: TestMetrics
     config: TrainConfig
 
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    """``runs/<model>-<strategy>-<YYYYmmdd-HHMMSS>`` under the current folder."""
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.model.split(":", 1)[-1].rstrip("/").split("/")[-1])
-    return Path("runs") / f"{model}-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    @property
+    def test_metrics(self) -> dict[str, Any]:
+        """The test metrics as written to ``test_metrics.json`` (``accuracy``, ``macro_f1``, ...)."""
+        return self.metrics.to_dict()
 
 
 def absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
@@ -59,16 +60,6 @@ def absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
         if value and not value.startswith("builtin:") and Path(value).expanduser().exists():
             updates[name] = str(Path(value).expanduser().resolve())
     return dataclasses.replace(cfg, **updates)
-
-
-def _prepare_run_dir(path: Path) -> Path:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise RunFolderError(
-            f"Run folder {path} already exists and is not empty; nothing was overwritten. Choose "
-            "another --out, or remove that folder first."
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def reset_peak_rss() -> bool:
@@ -93,10 +84,7 @@ def _peak_rss_mb() -> float:
 
 
 def _load_data(cfg: TrainConfig, modality: str) -> DataBundle:
-    data = load_data(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                     test_fraction=cfg.test_fraction, per_class=cfg.per_class,
-                     text_column=cfg.text_column, label_column=cfg.label_column,
-                     path_column=cfg.path_column)
+    data = load_data(cfg.data_options)
     if data.modality != modality:
         raise ConfigError(
             f"The model {cfg.model} takes {modality} input but the data {cfg.data} is "
@@ -110,6 +98,17 @@ def _load_data(cfg: TrainConfig, modality: str) -> DataBundle:
     return data
 
 
+def _fit_image_size(cfg: TrainConfig, model: TransferModel, data: DataBundle) -> TrainConfig:
+    """Apply ``image_size`` to the model's preprocessing; the config keeps the pixels chosen."""
+    if cfg.image_size is None:
+        return cfg
+    if model.spec.image is None:
+        raise ConfigError(f"image_size: applies to image models, but {cfg.model} takes text; drop --image-size.")
+    size = resolve_image_size(cfg.image_size, data.train, model.spec.image.crop_size)
+    model.spec.image = model.spec.image.at_size(size)
+    return dataclasses.replace(cfg, image_size=size)
+
+
 class _Trainer:
     """One run: the phases of a strategy over shared data, device, metrics and checkpoints."""
 
@@ -118,24 +117,23 @@ class _Trainer:
         self.cfg, self.model, self.data, self.run_dir, self.progress = cfg, model, data, run_dir, progress
         self.device = resolve_device(cfg.device)
         self.generator = seed_everything(cfg.seed)
-        self.metrics = rf.MetricsLog(run_dir / rf.METRICS,
-                                     run_dir / TENSORBOARD_DIR if cfg.tensorboard else None)
-        self.extra: dict[str, Any] = {}
+        self.metrics = MetricsLog(run_dir / rf.METRICS, run_dir / rf.TENSORBOARD if cfg.tensorboard else None)
+        self.extra: dict[str, Any] = {}  # TestMetrics fields the phases fill: best_epoch, lbfgs, probe_scale
         self.warnings: list[str] = []
         self.eval_batch = inference_batch_size(cfg.batch_size, self.device, model.spec.modality)
         self.deadline = started + cfg.time_budget if cfg.time_budget else None
+        self._encoder: Any = None  # the feature backend's encoder (None: torch runs the model)
+        self._encoder_ready = False
         prepare_model_layout(model, model.spec.modality)
 
-    def settings(self, head_phase_of_two: bool = False) -> LoopSettings:
-        """The loop's settings; LP-FT's first phase fits the head with the head defaults."""
-        cfg = self.cfg
-        epochs, patience, weight_decay = cfg.epochs, cfg.patience, cfg.weight_decay
-        if head_phase_of_two:
-            epochs, patience = HEAD_DEFAULTS["epochs"], HEAD_DEFAULTS["patience"]
-            weight_decay = HEAD_DEFAULTS["weight_decay"]
+    def settings(self, own: dict[str, Any] | None = None) -> LoopSettings:
+        """The loop's settings; ``own`` overrides epochs, patience and weight decay (LP-FT's
+        probe phase trains with the head defaults, not phase 2's)."""
+        cfg, own = self.cfg, own or {}
         return LoopSettings(
-            epochs=epochs, weight_decay=weight_decay, warmup_fraction=cfg.warmup_fraction,
-            grad_clip=cfg.grad_clip, label_smoothing=cfg.label_smoothing, patience=patience,
+            epochs=own.get("epochs", cfg.epochs), weight_decay=own.get("weight_decay", cfg.weight_decay),
+            warmup_fraction=cfg.warmup_fraction, grad_clip=cfg.grad_clip,
+            label_smoothing=cfg.label_smoothing, patience=own.get("patience", cfg.patience),
             amp=cfg.amp, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
         )
 
@@ -144,58 +142,51 @@ class _Trainer:
         loader = make_indexed_loader(self.model, split, batch_size=self.eval_batch,
                                      num_workers=self.cfg.num_workers)
         start = time.perf_counter()
-        encoder = None
-        if self.cfg.backend == "onnxruntime":
-            # The frozen backbone is exported once per run and reused for every split. A lazy
-            # import: export sits above train (docs/architecture.md, "Decisions").
-            encoder = getattr(self, "_onnx_backbone", None)
-            if encoder is None:
-                from ..export.features import OnnxBackbone
-
-                encoder = self._onnx_backbone = OnnxBackbone.from_loader(self.model, loader, self.device)
+        if not self._encoder_ready:  # built once per run (ONNX Runtime: one export of the backbone)
+            self._encoder = FEATURE_BACKENDS.get(self.cfg.backend)(self.model, loader, self.device)
+            self._encoder_ready = True
         cached = extract_features(self.model, loader, len(split), self.device, amp=self.cfg.amp,
                                   limit_mb=self.cfg.feature_cache_mb,
-                                  progress=self.progress, desc=f"encode {name}", encode=encoder)
+                                  progress=self.progress, desc=f"encode {name}", encode=self._encoder)
         log.info("encoded %s split: %d examples in %.1f s", name, len(split), time.perf_counter() - start)
         return cached
 
     def run(self, strategy: Strategy, resume: Checkpoint | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the strategy's phases; return the test split's (logits [N, C], labels [N])."""
         phases = strategy.phases
-        if resume is not None and resume.phase != "head":
-            phases = tuple(p for p in phases if p != "head")  # the head phase had finished
+        if resume is not None:  # checkpoints are written in fine-tune phases: the head phases had finished
+            phases = tuple(p for p in phases if not isinstance(p, HeadPhase))
         result: tuple[torch.Tensor, torch.Tensor] | None = None
         for i, phase in enumerate(phases):
-            last = i == len(phases) - 1
-            if phase == "head":
-                result = self.run_head(strategy, encode_test=last)
+            if isinstance(phase, HeadPhase):
+                result = self.run_head(phase, encode_test=i == len(phases) - 1)
             else:
-                result = self.run_finetune(strategy, resume)
-        assert result is not None  # every strategy has at least one phase
+                result = self.run_finetune(strategy, phase, resume)
+        if result is None:
+            raise ConfigError(f"strategy {strategy.name}: its last phase must produce the model to test.")
         return result
 
-    def run_head(self, strategy: Strategy, encode_test: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def run_head(self, phase: HeadPhase, encode_test: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Encode splits once with the frozen backbone and fit the head on the cached features."""
         FeatureExtraction().prepare(self.model)  # only the head; the backbone in eval mode
         self.model.to(self.device).eval()
         train, val = self.encode("train"), self.encode("val")
         num_classes = len(self.data.classes)
-        two = len(strategy.phases) > 1  # LP-FT: the probe runs to convergence, then is tempered
         if self.cfg.head_solver == "lbfgs":
             head, chosen = fit_head_lbfgs(train, val, num_classes, self.metrics)
             self.extra["lbfgs"] = chosen
         else:
             head, result = fit_head_adamw(
-                train, val, num_classes, self.settings(head_phase_of_two=two),
-                HEAD_DEFAULTS["lr"] if two else self.cfg.lr, self.cfg.batch_size, self.generator,
-                self.metrics, self.progress, phase="linear-probe" if two else "head")
+                train, val, num_classes, self.settings(dict(phase.settings)),
+                phase.settings.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator,
+                self.metrics, self.progress, phase=phase.record)
             self.extra["best_epoch"] = result.best_epoch
             self.warnings += result.warnings
-        if two and self.cfg.probe_energy > 0:
+        if phase.temper and self.cfg.probe_energy > 0:
             scale = temper_head(head, train, self.cfg.probe_energy)
             self.extra["probe_scale"] = round(scale, 6)
-            log.info("lp-ft: probe logits scaled by %.4f (temperature %.2f) for a training loss of "
-                     "%.2f x ln(C)", scale, 1 / scale, self.cfg.probe_energy)
+            log.info("%s: probe logits scaled by %.4f (temperature %.2f) for a training loss of "
+                     "%.2f x ln(C)", self.cfg.strategy, scale, 1 / scale, self.cfg.probe_energy)
         self.model.head.load_state_dict(head.state_dict())
         if not encode_test:
             return None
@@ -205,7 +196,8 @@ class _Trainer:
         self.model.head.to(self.device)
         return logits, test.labels
 
-    def run_finetune(self, strategy: Strategy, resume: Checkpoint | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_finetune(self, strategy: Strategy, phase: FineTunePhase,
+                     resume: Checkpoint | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Train end to end with the strategy's schedule; checkpoint every epoch."""
         cfg = self.cfg
         self.model.to(self.device)
@@ -215,12 +207,12 @@ class _Trainer:
                                    num_workers=cfg.num_workers)
         val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch,
                                  num_workers=cfg.num_workers)
-        phase = "fine-tune" if strategy.phases[0] == "head" else strategy.name
         result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
-                     self.settings(), phase=phase, metrics_log=self.metrics, progress=self.progress,
+                     self.settings(), phase=phase.record, label=f"{strategy.name} {phase.record}",
+                     metrics_log=self.metrics, progress=self.progress,
                      on_epoch_start=strategy.on_epoch_start, generator=self.generator,
                      checkpoint=lambda ck: save_checkpoint(self.run_dir, ck), resume=resume,
-                     baseline=strategy.phases[0] == "head")
+                     baseline=phase.keep_start_if_better)
         self.extra["best_epoch"] = result.best_epoch
         self.warnings += result.warnings
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
@@ -228,36 +220,24 @@ class _Trainer:
         return predict_logits(self.model, test_loader, self.device, cfg.amp)
 
 
-def _epochs_to_best(records: list[dict[str, Any]]) -> int:
-    """Epochs run, across phases, up to the final phase's best validation epoch."""
-    if not records:
-        return 0
-    last = records[-1]["phase"]
-    earlier = sum(1 for r in records if r["phase"] != last)
-    final = [r for r in records if r["phase"] == last]
-    best = max(final, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
-    return earlier + final.index(best) + 1
-
-
 def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, labels: torch.Tensor,
-                   seconds: float) -> dict[str, Any]:
+                   seconds: float) -> TestMetrics:
     model, cfg, run_dir = trainer.model, trainer.cfg, trainer.run_dir
     total, trainable = surgery.count_parameters(model)  # as trained (LoRA: the factors and the head)
     strategy.write_extras(model, run_dir)
-    rf.atomic_save_weights(run_dir / rf.WEIGHTS, strategy.final_state_dict(model))
-    metrics = classification_metrics(labels.tolist(), logits.argmax(1).tolist(), trainer.data.classes)
-    metrics.update(
+    atomic_save_weights(run_dir / rf.WEIGHTS, strategy.final_state_dict(model))
+    records = trainer.metrics.records
+    metrics = TestMetrics(
+        **classification_metrics(labels.tolist(), logits.argmax(1).tolist(), trainer.data.classes),
         split="test", model=cfg.model, strategy=cfg.strategy, total_params=total,
         trainable_params=trainable, seconds=round(seconds, 2), peak_memory_mb=round(_peak_rss_mb(), 1),
-        epochs_to_best=_epochs_to_best(trainer.metrics.records), warnings=trainer.warnings,
-        **trainer.extra,
+        peak_cuda_memory_mb=(round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                             if trainer.device.type == "cuda" else None),
+        epochs=epochs_trained(records), epochs_to_best=epochs_to_best(records),
+        warnings=trainer.warnings, skipped=trainer.data.report.skipped_inputs(), **trainer.extra,
     )
-    if trainer.device.type == "cuda":
-        metrics["peak_cuda_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    rf.atomic_write_json(run_dir / rf.TEST_METRICS, metrics)
-    fig = learning_curve_figure(trainer.metrics.records, f"{cfg.model} / {cfg.strategy}")
-    rf.atomic_save_figure(run_dir / rf.CURVE, fig)
-    close(fig)
+    atomic_write_json(run_dir / rf.TEST_METRICS, metrics.to_dict())
+    save_figure(learning_curve_figure(records, f"{cfg.model} / {cfg.strategy}"), run_dir / rf.CURVE)
     return metrics
 
 
@@ -282,10 +262,11 @@ def _run_log(run_dir: Path) -> Iterator[None]:
 def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
              progress: bool | None, started: float, resume: Checkpoint | None = None) -> RunResult:
     strategy = get_strategy(cfg.strategy, cfg)
-    if cfg.augment and "finetune" not in strategy.phases:
-        log.warning("--augment is ignored by %s: each split is encoded once, without "
-                    "augmentation; use an end-to-end strategy to train on augmented images", cfg.strategy)
     trainer = _Trainer(cfg, model, data, run_dir, Progress(progress), started)
+    if cfg.augment and not strategy.trains_backbone():
+        trainer.warnings.append(f"--augment is ignored by {cfg.strategy}: each split is encoded once, without "
+                                "augmentation; use an end-to-end strategy to train on augmented images")
+        log.warning("%s", trainer.warnings[-1])
     if resume is not None:
         trainer.metrics.records = list(resume.records)
     try:
@@ -295,7 +276,7 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
     metrics = _write_outputs(trainer, strategy, logits, labels, time.perf_counter() - started)
     remove_checkpoint(run_dir)
     log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
-             metrics["accuracy"], metrics["macro_f1"], metrics["n"], run_dir)
+             metrics.accuracy, metrics.macro_f1, metrics.n, run_dir)
     return RunResult(run_dir, metrics, cfg)
 
 
@@ -324,15 +305,16 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
                        pooling=cfg.pooling, max_length=cfg.max_length)
     cfg = absolute_local_paths(config.resolved(model.spec.modality))
     data = _load_data(cfg, model.spec.modality)
+    cfg = _fit_image_size(cfg, model, data)
     torch.manual_seed(cfg.seed)  # the new head's initialisation depends on the seed only
     model.reset_classifier(len(data.classes))
     model.spec.labels = list(data.classes)
     get_strategy(cfg.strategy, cfg).prepare(model)  # fails early on a bad --group-lrs
-    run_dir = _prepare_run_dir(Path(cfg.out) if cfg.out else default_run_dir(cfg))
+    run_dir = rf.new_empty_folder(Path(cfg.out) if cfg.out else rf.default_folder(cfg.model, strategy=cfg.strategy))
     cfg = dataclasses.replace(cfg.with_data_defaults(len(data.train)), out=str(run_dir))
     with _run_log(run_dir):
         cfg.save(run_dir / rf.CONFIG)
-        rf.atomic_write_json(run_dir / rf.MODEL_SPEC, model.spec.to_dict())
+        atomic_write_json(run_dir / rf.MODEL_SPEC, model.spec.to_dict())
         model.save_assets(run_dir / rf.ASSETS)
         for line in data.report.lines():
             log.info("%s", line)

@@ -8,18 +8,18 @@ people who already watch runs in TensorBoard. ``torch.utils.tensorboard`` needs 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
+from ..io.records import EpochRecord
 
 __all__ = ["TensorBoardLog", "TENSORBOARD_DIR"]
 
 TENSORBOARD_DIR = "tensorboard"
 
-# metrics.jsonl key -> TensorBoard tag: train and validation share a chart ("loss", "accuracy").
+# EpochRecord field -> TensorBoard tag: train and validation share a chart ("loss", "accuracy").
 _TAGS = {
     "train_loss": "loss/train", "val_loss": "loss/val",
-    "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val", "lr": "lr",
+    "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val",
 }
 
 
@@ -28,7 +28,7 @@ class TensorBoardLog:
 
     Example:
         >>> tb = TensorBoardLog(Path("runs/x/tensorboard"))  # doctest: +SKIP
-        >>> tb.add({"phase": "full", "epoch": 1, "train_loss": 0.7, "val_accuracy": 0.8}, step=1)  # doctest: +SKIP
+        >>> tb.add(EpochRecord(Phase.FINE_TUNE, 1, 0.7, 0.6, 0.8, 0.7), step=1)  # doctest: +SKIP
         >>> tb.close()  # doctest: +SKIP
     """
 
@@ -44,14 +44,18 @@ class TensorBoardLog:
         Path(folder).mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(log_dir=str(folder))
 
-    def add(self, record: dict[str, Any], step: int) -> None:
-        """Scalars of one epoch record; flushed at once so a running TensorBoard sees them."""
+    def add(self, record: EpochRecord, step: int) -> None:
+        """Scalars of one epoch record (a rate per layer group under ``lr/``), and the phase as
+        text; flushed at once so a running TensorBoard sees them."""
         for key, tag in _TAGS.items():
-            value = record.get(key)
-            if isinstance(value, (int, float)) and value == value:  # skip None and NaN
+            value = getattr(record, key)
+            if value == value:  # skip NaN
                 self.writer.add_scalar(tag, float(value), step)
-        if record.get("phase") is not None:
-            self.writer.add_text("phase", f"epoch {record.get('epoch')}: {record['phase']}", step)
+        if record.lrs:  # "lr": the group that joined last (the only rate schema 1 recorded)
+            self.writer.add_scalar("lr", list(record.lrs.values())[-1], step)
+        for group, rate in record.lrs.items():
+            self.writer.add_scalar(f"lr/{group}", rate, step)
+        self.writer.add_text("phase", f"epoch {record.epoch}: {record.phase}", step)
         self.writer.flush()
 
     def close(self) -> None:

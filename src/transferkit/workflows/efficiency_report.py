@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..train import runfolder as rf
-from ._common import pyplot, save_figure
+from ..io.atomic import atomic_write_json, atomic_write_text
+from ..train.plots import pyplot, save_figure
 from .multiplier import mean_curve
 
 __all__ = ["write_outputs", "efficiency_figure", "markdown", "EFFICIENCY_JSON", "EFFICIENCY_SUMMARY",
@@ -79,7 +79,7 @@ def markdown(points: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 def write_outputs(out_dir: Path, points: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
     """Write the four files atomically."""
-    rf.atomic_write_json(out_dir / EFFICIENCY_JSON, list(points))
-    rf.atomic_write_json(out_dir / EFFICIENCY_SUMMARY, summary)
-    rf.atomic_write_text(out_dir / EFFICIENCY_MD, markdown(points, summary))
+    atomic_write_json(out_dir / EFFICIENCY_JSON, list(points))
+    atomic_write_json(out_dir / EFFICIENCY_SUMMARY, summary)
+    atomic_write_text(out_dir / EFFICIENCY_MD, markdown(points, summary))
     save_figure(efficiency_figure(points, summary), out_dir / EFFICIENCY_PLOT)

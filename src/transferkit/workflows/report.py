@@ -14,22 +14,22 @@ from typing import Any
 import yaml
 
 from ..errors import RunFolderError
-from ..train import runfolder as rf
+from ..io import runfolder as rf
+from ..io.atomic import atomic_write_text
+from ..train.plots import learning_curve_figure
 from . import html as h
-from ._common import read_json, read_jsonl
+from ._common import read_json
+from .compare import COMPARE_JSON, COMPARE_PLOT, pick_best
 from .efficiency_report import EFFICIENCY_JSON, EFFICIENCY_PLOT, EFFICIENCY_SUMMARY, efficiency_figure
 from .freezing import FREEZING_JSON, FREEZING_PLOT
 from .lora_explorer import LORA_JSON, LORA_PLOT
 from .multiplier import data_multipliers, headline, mean_curve
-from .progress import progress_figure
-from .report_run import confusion_figure, run_sections, run_warnings
+from .report_run import confusion_figure, run_records, run_sections, run_test_metrics, run_warnings
 from .transferability import TRANSFERABILITY_JSON, TRANSFERABILITY_PLOT
 
 __all__ = ["write_report", "report_html", "folder_kinds", "REPORT_HTML"]
 
 REPORT_HTML = "report.html"
-COMPARE_JSON = "compare.json"  # transferkit.compare's names (not imported: compare sits beside analysis)
-COMPARE_PLOT = "val_accuracy.png"
 
 
 def folder_kinds(folder: Path) -> list[str]:
@@ -55,8 +55,7 @@ def _compare_sections(folder: Path) -> list[str]:
     rows = read_json(folder / COMPARE_JSON)
     if not isinstance(rows, list):
         raise RunFolderError(f"{folder / COMPARE_JSON} is not a list of rows; run `transferkit compare` again.")
-    ok = [r for r in rows if r.get("status") == "ok" and r.get("accuracy") is not None]
-    best = max(ok, key=lambda r: (r["accuracy"], r.get("macro_f1") or 0.0, -(r.get("trainable_params") or 0)), default=None)
+    best = pick_best(rows)
     keys = ["strategy", "status", "accuracy", "macro_f1", "trainable_params", "total_params", "seconds",
             "peak_memory_mb", "epochs_to_best"]
     body = h.table(keys, [[r.get(k) for k in keys] for r in rows], numeric=range(2, len(keys)))
@@ -87,14 +86,12 @@ def _run_dir(folder: Path, row: dict[str, Any]) -> Path | None:
 
 def _run_details(run_dir: Path, row: dict[str, Any]) -> str:
     parts = []
-    if (run_dir / rf.METRICS).is_file():
-        records = [r for r in read_jsonl(run_dir / rf.METRICS) if "phase" in r]
-        if records:
-            parts.append(h.figure_png(progress_figure(records, str(row.get("strategy"))), "training curves"))
-    if (run_dir / rf.TEST_METRICS).is_file():
-        metrics = read_json(run_dir / rf.TEST_METRICS)
-        if metrics.get("confusion_matrix"):
-            parts.append(h.figure_png(confusion_figure(metrics), "confusion matrix"))
+    records = run_records(run_dir)
+    if records:
+        parts.append(h.figure_png(learning_curve_figure(records, str(row.get("strategy"))), "training curves"))
+    metrics = run_test_metrics(run_dir)
+    if metrics is not None and metrics.confusion_matrix:
+        parts.append(h.figure_png(confusion_figure(metrics), "confusion matrix"))
     acc = row.get("accuracy")
     label = f"{row.get('strategy')}: {row.get('status')}" + (f", test accuracy {acc:.4f}" if acc is not None else "")
     return f"<details><summary>{h.esc(label)}</summary>{''.join(parts)}</details>"
@@ -225,5 +222,5 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
     """
     text = report_html(folder)
     path = Path(out) if out is not None else Path(folder) / REPORT_HTML
-    rf.atomic_write_text(path, text)
+    atomic_write_text(path, text)
     return path

@@ -1,4 +1,4 @@
-"""The ``export`` command: a run folder -> a verified ONNX / TorchScript / TensorRT file."""
+"""The ``export`` command: a run folder -> a verified file in one of the registered export formats."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ import click
 
 import transferkit as tk
 
-__all__ = ["export_cmd", "register"]
+from .app import cli
+
+__all__ = ["export_cmd"]
+
+_FORMATS = [tk.EXPORT_FORMATS.get(name) for name in tk.EXPORT_FORMATS.names()]
 
 
-@click.command("export")
+@cli.command("export")
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "tensorrt"]), default="onnx",
-              show_default=True, help="onnx (verified in ONNX Runtime), torchscript, or tensorrt (CUDA GPU).")
+@click.option("--format", "fmt", type=click.Choice([f.name for f in _FORMATS]), default=tk.DEFAULT_EXPORT_FORMAT,
+              show_default=True, help=", ".join(f.help for f in _FORMATS) + ".")
 @click.option("--out", "out", type=click.Path(dir_okay=False),
-              help="File to write (default: RUN_DIR/export/model.onnx, model.pt or model.trt.ts).")
+              help="File to write (default: RUN_DIR/export/" + ", ".join(f.default_file for f in _FORMATS) + ").")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's).")
 @click.option("--dynamic-batch/--fixed-batch", "dynamic_batch", default=True, show_default=True,
               help="Any batch size (and, for text, any length), or batches of exactly one.")
@@ -56,8 +60,3 @@ def export_cmd(run_dir: str, fmt: str, as_json: bool, **options: Any) -> None:
     if quant and "val_accuracy_int8" in quant:
         click.echo(f"int8: validation accuracy {quant['val_accuracy_fp32']:.4f} -> {quant['val_accuracy_int8']:.4f} "
                    f"({100 * quant['accuracy_change']:+.2f} points, n={quant['n']})")
-
-
-def register(cli: click.Group) -> None:
-    """Add the export command to the ``transferkit`` group."""
-    cli.add_command(export_cmd)

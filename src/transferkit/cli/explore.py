@@ -1,5 +1,5 @@
-"""Commands for evidence and explorers: ``efficiency``, ``explore freezing|lora|transferability``,
-``plot`` and ``report``. ``register(cli)`` adds them to the main command group."""
+"""Evidence and explorers: ``efficiency``, ``explore freezing|lora|transferability`` (with
+``lora-savings``, an alias of ``explore lora``), ``plot`` and ``report``."""
 
 from __future__ import annotations
 
@@ -8,29 +8,12 @@ from typing import Any, Callable
 
 import click
 
-from transferkit import analysis
-from transferkit.analysis._common import parse_int_list
-from transferkit.analysis.efficiency import DEFAULT_TIME_BUDGET, METHODS
-from transferkit.errors import ConfigError
+from transferkit import workflows
 
-__all__ = ["register", "efficiency_cmd", "explore", "plot_cmd", "report_cmd"]
+from .app import cli
+from .options import data_from, data_options
 
-
-def _data_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Split and column options shared by the commands that read data."""
-    for flag, name, kind, text in reversed((
-        ("--val-fraction", "val_fraction", float, "Share of the data held out for validation (if no val split)."),
-        ("--test-fraction", "test_fraction", float, "Share of the data held out for testing (if no test split)."),
-        ("--text-column", "text_column", str, "Column holding the text in CSV/TSV/JSONL data."),
-        ("--label-column", "label_column", str, "Column holding the label."),
-        ("--path-column", "path_column", str, "Column holding image paths in a CSV of images."),
-    )):
-        func = click.option(flag, name, type=kind, default=None, help=text)(func)
-    return func
-
-
-def _given(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+__all__ = ["efficiency_cmd", "explore", "lora_cmd", "plot_cmd", "report_cmd"]
 
 
 def _show_rows(result: Any, describe: Callable[[list[dict[str, Any]]], list[str]], label: str,
@@ -43,35 +26,23 @@ def _show_rows(result: Any, describe: Callable[[list[dict[str, Any]]], list[str]
     click.echo(f"{label} folder: {result.out_dir}")
 
 
-def _image_size(text: str) -> int | str:
-    if text in ("auto", "native"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"image_size: {text!r} is not auto, native or a whole number of pixels (e.g. 96).") from None
-
-
-@click.command("efficiency")
+@cli.command("efficiency")
 @click.option("--model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
 @click.option("--data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
 @click.option("--per-class", "per_class", default="5,10,20,50,100", show_default=True,
               help="Training-set sizes, examples per class, strictly increasing (nested subsets).")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per size (0, 1, ...).")
-@click.option("--methods", default=",".join(METHODS), show_default=True,
+@click.option("--methods", default=",".join(workflows.METHODS), show_default=True,
               help="Which of feature-extraction, fine-tune, scratch (--no-pretrained with a from-scratch recipe).")
-@click.option("--time-budget", "time_budget", type=float, default=DEFAULT_TIME_BUDGET, show_default=True,
+@click.option("--time-budget", "time_budget", type=float, default=workflows.DEFAULT_TIME_BUDGET, show_default=True,
               help="Seconds for the whole command, shared by the end-to-end points (0: no limit, every "
                    "point runs its recipe's epoch cap).")
-@click.option("--image-size", "image_size", default="auto", show_default=True,
-              help="Input size of fine-tune and scratch points: auto (2x the data's image side, multiple of "
-                   "32, at most the model's), native, or pixels. Feature extraction always uses the model's.")
 @click.option("--out", help="Output folder (default: runs/efficiency-<model>-<time>).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print efficiency_summary.json as one JSON object.")
-@_data_options
+@data_options(exclude=("per_class", "seed"))
 def efficiency_cmd(model: str, data: str, per_class: str, seeds: int, methods: str, time_budget: float,
-                   image_size: str, out: str | None, device: str, as_json: bool, **values: Any) -> None:
+                   out: str | None, device: str, as_json: bool, **values: Any) -> None:
     """Sample efficiency: accuracy by training-set size, pre-trained against from scratch, and the
     data multiplier (how much more data training from scratch needed to match transfer).
 
@@ -82,10 +53,10 @@ def efficiency_cmd(model: str, data: str, per_class: str, seeds: int, methods: s
     Example:
       transferkit efficiency --model builtin:efficientnet_lite0 --data builtin:mnist --per-class 10,30,100,300 --seeds 2
     """
-    result = analysis.sample_efficiency(
-        model, data, per_class=per_class, seeds=seeds, methods=[m.strip() for m in methods.split(",") if m.strip()],
-        out=out, time_budget=time_budget or None, image_size=_image_size(image_size), device=device,
-        **_given(values))
+    options, _ = data_from(data, values)
+    result = workflows.sample_efficiency(
+        model, options, per_class=per_class, seeds=seeds, methods=[m.strip() for m in methods.split(",") if m.strip()],
+        out=out, time_budget=time_budget or None, device=device)
     if as_json:
         click.echo(json.dumps(result.summary))
         return
@@ -93,7 +64,7 @@ def efficiency_cmd(model: str, data: str, per_class: str, seeds: int, methods: s
     click.echo(f"efficiency folder: {result.out_dir}")
 
 
-@click.group("explore")
+@cli.group("explore")
 def explore() -> None:
     """Explorers: trainable parameters by frozen depth or LoRA rank, and layer transferability.
 
@@ -110,12 +81,10 @@ def explore() -> None:
 @click.option("--data", help="With data: a short real run per depth (test accuracy per depth).")
 @click.option("--out", help="Output folder (default: runs/freezing-<model>-<time>).")
 @click.option("--num-classes", "num_classes", type=int, help="Head size for counts without --data (default 10).")
-@click.option("--per-class", "per_class", type=int, help="Few-shot: training examples per class for the runs.")
-@click.option("--seed", type=int, help="Seed of the runs (default 0).")
 @click.option("--epochs", type=int, help="Epochs per run (default 3).")
 @click.option("--time-budget", "time_budget", type=float, help="Seconds for all runs, shared by the depths.")
 @click.option("--json", "as_json", is_flag=True, help="Print freezing.json's rows as one JSON array.")
-@_data_options
+@data_options()
 def freezing_cmd(model: str, data: str | None, out: str | None, num_classes: int | None, time_budget: float | None,
                  as_json: bool, **values: Any) -> None:
     """Trainable parameters (and share) as 0, 1, 2, ... layer groups are frozen from the bottom.
@@ -125,60 +94,82 @@ def freezing_cmd(model: str, data: str | None, out: str | None, num_classes: int
       transferkit explore freezing --model builtin:efficientnet_lite0
       transferkit explore freezing --model builtin:efficientnet_lite0 --data builtin:digits --per-class 20 --epochs 2
     """
-    result = analysis.explore_freezing(model, data, out=out, num_classes=num_classes, time_budget=time_budget,
-                                       **_given(values))
-    from transferkit.analysis.freezing import describe
-
-    _show_rows(result, describe, "freezing", as_json)
+    options, rest = data_from(data, values) if data else (None, {k: v for k, v in values.items() if v is not None})
+    result = workflows.explore_freezing(model, options, out=out, num_classes=num_classes, time_budget=time_budget,
+                                        **rest)
+    _show_rows(result, workflows.describe_freezing, "freezing", as_json)
 
 
 @explore.command("lora")
-@click.option("--model", required=True, help="Model spec, e.g. builtin:minilm.")
-@click.option("--ranks", default="1,2,4,8,16,32,64", show_default=True, help="Ranks, increasing.")
+@click.option("--model", "model_spec", required=True, help="Model spec, e.g. builtin:minilm, torchvision:resnet18.")
 @click.option("--targets", "targets", multiple=True,
-              help="A target set (patterns like query,value, or all-linear, all); repeat for several. "
-                   "Default: the family default, all-linear and all.")
-@click.option("--num-classes", "num_classes", type=int, default=10, show_default=True, help="Head size.")
-@click.option("--out", help="Output folder (default: runs/lora-<model>-<time>).")
-@click.option("--json", "as_json", is_flag=True, help="Print lora_savings.json's rows as one JSON array.")
-def lora_cmd(model: str, ranks: str, targets: tuple[str, ...], num_classes: int, out: str | None, as_json: bool) -> None:
-    """LoRA's trainable parameters by rank and target set, beside full fine-tuning (with a plot),
-    and per layer r(d + k) against d k.
+              help="A target set: comma-separated module-name patterns, all-linear or all. Repeat for "
+                   "several sets (default: the model's default set, all-linear and all).")
+@click.option("--ranks", "ranks", default="1,2,4,8,16,32,64", show_default=True, help="Comma-separated ranks.")
+@click.option("--num-classes", "num_classes", default=workflows.DEFAULT_NUM_CLASSES, show_default=True, type=int,
+              help="Outputs of the new head (it trains in full).")
+@click.option("--adapter", "adapter", type=click.Path(),
+              help="An adapter folder (a LoRA run's adapter/, or PEFT's): count it on this model instead "
+                   "(and check that it fits the model).")
+@click.option("--per-layer", "per_layer", is_flag=True, help="Also list every targeted layer of the first set.")
+@click.option("--out", help="Also write lora_savings.json and lora_savings.png into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON array.")
+def lora_cmd(model_spec: str, targets: tuple[str, ...], ranks: str, num_classes: int, adapter: str | None,
+             per_layer: bool, out: str | None, as_json: bool) -> None:
+    """LoRA's trainable parameters on the actual model, per rank and target set, beside full
+    fine-tuning (`transferkit lora-savings` is the same command).
+
+    A targeted Linear (d x k) trains r(d + k) parameters instead of d k; a Conv2d trains
+    r(c_in kh kw + c_out). The new head always trains in full. Nothing is downloaded: the
+    architecture is built with random weights.
 
     \b
     Example:
       transferkit explore lora --model builtin:minilm --ranks 2,8,32 --targets query,value --targets all-linear
+      transferkit lora-savings --model torchvision:resnet18 --targets layer4 --targets all --ranks 4,8
+      transferkit lora-savings --model builtin:minilm --num-classes 5 --adapter runs/minilm-lora/adapter
     """
-    result = analysis.explore_lora(model, ranks=parse_int_list(ranks, "ranks"), targets=list(targets) or None,
-                                   out=out, num_classes=num_classes)
-    from transferkit.analysis.lora_explorer import describe
+    result = workflows.explore_lora(model_spec, ranks=workflows.parse_int_list(ranks, "ranks"),
+                                    targets=list(targets) or None, adapter=adapter, out=out,
+                                    num_classes=num_classes)
+    if as_json:
+        click.echo(json.dumps(result.rows))
+        return
+    first = result.rows[0]
+    click.echo(f"model: {model_spec} ({first['full_params']:,} parameters, all trained by full fine-tuning; head "
+               f"{first['head_params']:,})")
+    click.echo("\n".join(workflows.lora_table(result, per_layer)))
+    if result.out_dir is not None:
+        click.echo(f"lora folder: {result.out_dir}")
 
-    _show_rows(result, describe, "lora", as_json)
+
+cli.add_command(lora_cmd, "lora-savings")  # the same command under its first name
 
 
 @explore.command("transferability")
 @click.option("--model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
 @click.option("--data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
-@click.option("--per-class", "per_class", type=int, default=50, show_default=True,
-              help="Training examples per class for the probes.")
 @click.option("--eval-per-class", "eval_per_class", type=int, default=50, show_default=True,
               help="Validation and test examples per class (at most).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the samples.")
 @click.option("--control/--no-control", default=True, show_default=True,
               help="Also probe the same architecture with random weights.")
 @click.option("--out", help="Output folder (default: runs/transferability-<model>-<time>).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print transferability.json as one JSON object.")
-@_data_options
-def transferability_cmd(model: str, data: str, out: str | None, as_json: bool, **values: Any) -> None:
+@data_options()
+def transferability_cmd(model: str, data: str, out: str | None, eval_per_class: int, control: bool, device: str,
+                        as_json: bool, **values: Any) -> None:
     """Layer transferability: a linear probe on pooled features after each layer group, for the
-    pre-trained model and a randomly initialised one (the control).
+    pre-trained model and a randomly initialised one (the control). The probes train on
+    --per-class examples per class (default 50).
 
     \b
     Example:
       transferkit explore transferability --model builtin:efficientnet_lite0 --data builtin:mnist --per-class 20
     """
-    result = analysis.layer_transferability(model, data, out=out, **_given(values))
+    options, _ = data_from(data, values)
+    result = workflows.layer_transferability(model, options, out=out, eval_per_class=eval_per_class,
+                                             control=control, device=device)
     if as_json:
         click.echo(json.dumps({**result.summary, "points": result.points}))
         return
@@ -190,7 +181,7 @@ def transferability_cmd(model: str, data: str, out: str | None, as_json: bool, *
     click.echo(f"transferability folder: {result.out_dir}")
 
 
-@click.command("plot")
+@cli.command("plot")
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", help="PNG to write (default: RUN_DIR/progress.png).")
 def plot_cmd(run_dir: str, out: str | None) -> None:
@@ -200,10 +191,10 @@ def plot_cmd(run_dir: str, out: str | None) -> None:
     Example:
       transferkit plot runs/<run>
     """
-    click.echo(str(analysis.plot_run(run_dir, out)))
+    click.echo(str(workflows.plot_run(run_dir, out)))
 
 
-@click.command("report")
+@cli.command("report")
 @click.argument("folder", type=click.Path())
 @click.option("--out", help="HTML file to write (default: FOLDER/report.html).")
 def report_cmd(folder: str, out: str | None) -> None:
@@ -215,10 +206,4 @@ def report_cmd(folder: str, out: str | None) -> None:
       transferkit report runs/<run>
       transferkit report runs/compare-efficientnet_lite0-<time> --out comparison.html
     """
-    click.echo(str(analysis.write_report(folder, out)))
-
-
-def register(cli: click.Group) -> None:
-    """Add the analysis commands to the ``transferkit`` command group."""
-    for command in (efficiency_cmd, explore, plot_cmd, report_cmd):
-        cli.add_command(command)
+    click.echo(str(workflows.write_report(folder, out)))

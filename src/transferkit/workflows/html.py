@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._common import pyplot, tight_layout
+from ..train.plots import pyplot, tight_layout
 
 __all__ = ["esc", "table", "kv_table", "figure_png", "file_png", "section", "page", "paragraphs", "fmt"]
 

@@ -17,21 +17,25 @@ memory column means.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import strategies as _strategies
-from .config import TrainConfig
-from .errors import ConfigError, RunFolderError, TransferkitError
-from .train import runfolder as rf
-from .train import train
+from ..config import DataOptions, TrainConfig
+from ..data import as_data_options
+from ..errors import ConfigError, TransferkitError
+from ..io import runfolder as rf
+from ..io.atomic import atomic_write_json, atomic_write_text
+from ..io.records import TestMetrics
+from ..strategies import strategy_class, strategy_names
+from ..train import train
+from ..train.plots import pyplot, save_figure
+from ._common import options_for
+from .report_run import run_records
 
 __all__ = ["compare", "CompareResult", "pick_best", "COMPARE_JSON", "COMPARE_MD", "COMPARE_PLOT"]
 
@@ -46,11 +50,6 @@ SKIPPED = "skipped (time budget)"
 
 # Options that define *what* is compared, not how one strategy trains: compare sets them itself.
 _RESERVED = {"model", "data", "strategy", "out"}
-# Strategies whose head trains on cached features: an epoch costs milliseconds, and a shared
-# --epochs meant for end-to-end runs (say 6) would starve their AdamW head (MiniLM + BBC News,
-# 20 per class: feature extraction 0.803 at 6 epochs). They keep their own epoch default, as
-# LP-FT's probe does.
-_CACHED_HEAD = {"feature-extraction", "linear-probe"}
 
 PEAK_MEMORY_NOTE = (
     "Peak memory is each run's resident-memory high-water mark: train() resets it when a run "
@@ -77,15 +76,9 @@ class CompareResult:
     markdown: str
 
 
-def _default_dir(model: str) -> Path:
-    """``runs/compare-<model>-<YYYYmmdd-HHMMSS>`` (the model's last path part, file-name safe)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.split(":", 1)[-1].rstrip("/").split("/")[-1])
-    return Path("runs") / f"compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def _check_strategies(names: Sequence[str] | None) -> list[str]:
     """The strategies to run, validated against the names registered right now."""
-    known = tuple(_strategies.STRATEGY_NAMES)  # read at call time: strategies are added over time
+    known = strategy_names()  # read at call time: strategies can be registered later
     if names is None:
         return list(known)
     chosen = [n.strip() for n in names if n and n.strip()]
@@ -114,52 +107,18 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _options_for(strategy: str, shared: dict[str, Any]) -> dict[str, Any]:
-    """The shared options for one strategy: ``epochs`` skips heads trained on cached features."""
-    if strategy in _CACHED_HEAD and "epochs" in shared:
-        return {k: v for k, v in shared.items() if k != "epochs"}
-    return shared
+_ROW_METRICS = ("accuracy", "macro_f1", "trainable_params", "total_params", "seconds", "peak_memory_mb",
+                "epochs_to_best")
 
 
-def _read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's metrics.jsonl records (empty if the file is missing)."""
-    path = run_dir / rf.METRICS
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _epochs_to_best(records: list[dict[str, Any]]) -> int | None:
-    """Epochs trained (over all phases) until the epoch whose weights were kept.
-
-    The loop keeps the best epoch of its *last* phase (highest val accuracy, then lowest val loss),
-    so that is the epoch counted here. An L-BFGS head sweeps L2 strengths, not epochs: ``None``.
-    """
-    epochs = [r for r in records if r.get("phase") != "head-lbfgs" and "val_accuracy" in r]
-    if not epochs:
-        return None
-    start = len(epochs)
-    while start > 0 and epochs[start - 1].get("phase") == epochs[-1].get("phase"):
-        start -= 1
-    phase = epochs[start:]  # the last phase's epochs
-    best = max(range(len(phase)), key=lambda i: (phase[i]["val_accuracy"], -phase[i].get("val_loss", 0.0), -i))
-    return start + best + 1
-
-
-def _row(strategy: str, run_dir: Path, status: str, metrics: dict[str, Any] | None) -> dict[str, Any]:
-    metrics = metrics or {}
-    records = _read_records(run_dir) if metrics else []
+def _row(strategy: str, run_dir: Path, status: str, metrics: TestMetrics | None) -> dict[str, Any]:
+    """One line of compare.json; the numbers are the run's own test metrics (``None`` if it
+    produced none)."""
     return {
         "strategy": strategy,
         "status": status,
-        "accuracy": metrics.get("accuracy"),
-        "macro_f1": metrics.get("macro_f1"),
-        "trainable_params": metrics.get("trainable_params"),
-        "total_params": metrics.get("total_params"),
-        "seconds": metrics.get("seconds"),
-        "peak_memory_mb": metrics.get("peak_memory_mb"),
-        "epochs_to_best": _epochs_to_best(records),
-        "epochs": sum(1 for r in records if r.get("phase") != "head-lbfgs") or None,
+        **{k: getattr(metrics, k) if metrics else None for k in _ROW_METRICS},
+        "epochs": (metrics.epochs or None) if metrics else None,
         "run_dir": str(run_dir) if metrics else None,
     }
 
@@ -217,31 +176,23 @@ def markdown_table(rows: Sequence[dict[str, Any]], header: str, best: dict[str, 
 
 def _plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Validation accuracy against cumulative epoch seconds; every phase of a run on one line."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # file-only backend: works on servers without a display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in rows:
-        records = [x for x in _read_records(Path(r["run_dir"]))
-                   if x.get("val_accuracy") is not None] if r["run_dir"] else []
+        records = run_records(Path(r["run_dir"])) if r["run_dir"] else []
         if not records:
             continue
         xs, total = [], 0.0
         for rec in records:
-            total += float(rec.get("seconds") or 0.0)
+            total += rec.seconds
             xs.append(total)
-        ax.plot(xs, [rec["val_accuracy"] for rec in records], marker="o", markersize=3, label=r["strategy"])
+        ax.plot(xs, [rec.val_accuracy for rec in records], marker="o", markersize=3, label=r["strategy"])
     # Only per-epoch time is logged: model loading and the one-off feature encoding are not on the axis.
     ax.set(xlabel="cumulative epoch seconds (excluding loading and feature encoding)",
            ylabel="validation accuracy", title=title, ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title="strategy")
-    fig.tight_layout()
-    rf.atomic_save_figure(path, fig)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _link_best(out_dir: Path, best: dict[str, Any]) -> None:
@@ -255,29 +206,30 @@ def _link_best(out_dir: Path, best: dict[str, Any]) -> None:
     except OSError as exc:  # e.g. filesystems or Windows accounts without symlink rights
         tmp.unlink(missing_ok=True)
         log.warning("could not create the symlink %s (%s); writing %s instead", link, exc, BEST_TXT)
-        rf.atomic_write_text(out_dir / BEST_TXT, str(best["run_dir"]) + "\n")
+        atomic_write_text(out_dir / BEST_TXT, str(best["run_dir"]) + "\n")
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:500]
 
 
-def compare(model: str, data: str, *, strategies: Sequence[str] | None = None,
+def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | None = None,
             out: str | Path | None = None, time_budget: float | None = None,
             progress: bool | None = None, **options: Any) -> CompareResult:
     """Train ``model`` on ``data`` with several strategies on identical splits and compare them.
 
     Args:
         model: model spec, e.g. ``builtin:efficientnet_lite0``.
-        data: data spec, e.g. ``builtin:mnist`` or a folder.
+        data: data spec, e.g. ``builtin:mnist`` or a folder, or :class:`DataOptions` (splits,
+            seed, per_class, ... shared by every run).
         strategies: strategy names (default: every registered strategy, in registry order).
         out: comparison folder (default ``runs/compare-<model>-<time>``); must be new or empty.
         time_budget: seconds for the whole comparison. Each strategy still to run gets an equal
-            share of what is left (passed as its ``time_budget`` when TrainConfig has that field);
+            share of what is left (passed as its ``time_budget``);
             strategies reached after the budget is spent are marked skipped. The clock starts
             with the first strategy, which therefore always runs.
         progress: progress bars in each run (default: when stderr is a terminal).
-        **options: TrainConfig fields given to every run (per_class, seed, epochs, ...). ``epochs``
+        **options: TrainConfig fields given to every run (epochs, lr, per_class, ...). ``epochs``
             is not given to feature-extraction and linear-probe, whose heads train on cached
             features with their own default (an epoch there costs milliseconds).
 
@@ -300,14 +252,10 @@ def compare(model: str, data: str, *, strategies: Sequence[str] | None = None,
     if time_budget is not None and not time_budget > 0:
         raise ConfigError(f"time_budget: must be a positive number of seconds, got {time_budget!r}.")
     # Build every config before any training, so a bad option fails in a second, not after a run.
-    configs = {name: TrainConfig(model=model, data=data, strategy=name, **_options_for(name, shared))
-               for name in names}
-    out_dir = Path(out) if out else _default_dir(model)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise RunFolderError(f"Comparison folder {out_dir} already exists and is not empty; nothing was "
-                             "overwritten. Choose another --out, or remove that folder first.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    has_budget = "time_budget" in {f.name for f in dataclasses.fields(TrainConfig)}
+    base = {**dataclasses.asdict(as_data_options(data)), "model": model}
+    configs = {name: TrainConfig(**base, strategy=name, **options_for(name, shared)) for name in names}
+    out_dir = rf.new_empty_folder(Path(out) if out else rf.default_folder(model, kind="compare"),
+                                  "Comparison folder")
     rows: list[dict[str, Any]] = []
     errors: list[TransferkitError] = []
     start: float | None = None
@@ -321,10 +269,9 @@ def compare(model: str, data: str, *, strategies: Sequence[str] | None = None,
                 log.info("compare: %s skipped, the %.1f s time budget is spent", name, time_budget)
                 rows.append(_row(name, run_dir, SKIPPED, None))
                 continue
-            if has_budget:
-                cfg = dataclasses.replace(cfg, time_budget=left / (len(names) - i))
+            cfg = dataclasses.replace(cfg, time_budget=left / (len(names) - i))
         log.info("compare: strategy %d/%d: %s", i + 1, len(names), name)
-        if name in _CACHED_HEAD and "epochs" in shared:
+        if strategy_class(name).uses_feature_cache() and "epochs" in shared:
             log.info("compare: %s keeps its own epoch default (its head trains on cached features); "
                      "--epochs applies to the strategies that train the backbone", name)
         try:
@@ -334,20 +281,21 @@ def compare(model: str, data: str, *, strategies: Sequence[str] | None = None,
             errors.append(exc)
             rows.append(_row(name, run_dir, f"failed: {_one_line(exc)}", None))
         else:
-            rows.append(_row(name, Path(result.run_dir).resolve(), "ok", result.test_metrics))
-        rf.atomic_write_json(out_dir / COMPARE_JSON, rows)  # a killed comparison keeps what finished
+            rows.append(_row(name, Path(result.run_dir).resolve(), "ok", result.metrics))
+        atomic_write_json(out_dir / COMPARE_JSON, rows)  # a killed comparison keeps what finished
     best = pick_best(rows)
-    header = (f"# Strategy comparison\n\nmodel: `{model}` · data: `{data}` · seed: {configs[names[0]].seed} · "
-              f"per-class: {shared.get('per_class', 'all')} · time budget: "
+    first = configs[names[0]]
+    header = (f"# Strategy comparison\n\nmodel: `{model}` · data: `{first.data}` · seed: {first.seed} · "
+              f"per-class: {first.per_class or 'all'} · time budget: "
               f"{f'{time_budget:g} s' if time_budget is not None else 'none'}")
     text = markdown_table(rows, header, best)
-    rf.atomic_write_json(out_dir / COMPARE_JSON, rows)
-    rf.atomic_write_text(out_dir / COMPARE_MD, text)
+    atomic_write_json(out_dir / COMPARE_JSON, rows)
+    atomic_write_text(out_dir / COMPARE_MD, text)
     if best is None:
         if errors:
             raise errors[0]
         raise TransferkitError(f"No strategy produced a test accuracy (see {out_dir / COMPARE_MD}); "
                                "give the data a test split (--test-fraction) or a larger --time-budget.")
-    _plot(rows, out_dir / COMPARE_PLOT, f"{model} on {data}")
+    _plot(rows, out_dir / COMPARE_PLOT, f"{model} on {first.data}")
     _link_best(out_dir, best)
     return CompareResult(out_dir, rows, best, text)

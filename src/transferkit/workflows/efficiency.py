@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,24 +34,25 @@ from typing import Any, Sequence
 
 import torch
 
-from ..config import TrainConfig
-from ..data import DataBundle, Split, load_data
+from ..config import DataOptions, TrainConfig
+from ..data import DataBundle, as_data_options, load_data, resolve_image_size
 from ..data.splits import sample_per_class
 from ..errors import ConfigError, DataError
+from ..io.atomic import atomic_write_json
+from ..io.records import Phase
 from ..models import TransferModel, load_model
 from ..strategies import get_strategy
-from ..train import runfolder as rf
 from ..train.device import inference_batch_size, move_to, prepare_model_layout, resolve_device, seed_everything
 from ..train.features import CachedFeatures, extract_features
 from ..train.head import fit_head_lbfgs
 from ..train.loaders import make_indexed_loader, make_loader
 from ..train.loop import LoopSettings, fit, predict_logits
 from ..train.progress import Progress
-from ._common import one_thread, parse_int_list, prepare_out
+from ._common import parse_int_list, prepare_out
 from .efficiency_report import EFFICIENCY_JSON, EFFICIENCY_SUMMARY, write_outputs
 from .multiplier import data_multipliers, headline
 
-__all__ = ["EfficiencyResult", "Recipe", "RECIPES", "METHODS", "sample_efficiency", "auto_image_size",
+__all__ = ["EfficiencyResult", "Recipe", "RECIPES", "METHODS", "sample_efficiency",
            "EFFICIENCY_JSON", "EFFICIENCY_SUMMARY", "DEFAULT_TIME_BUDGET"]
 
 log = logging.getLogger("transferkit")
@@ -104,27 +104,6 @@ class EfficiencyResult:
     points: list[dict[str, Any]]
     multipliers: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def auto_image_size(split: Split, native: int) -> int:
-    """Twice the median image side, rounded up to a multiple of 32, between 32 and ``native``.
-
-    Example:
-        >>> import numpy as np
-        >>> auto_image_size(Split([np.zeros((28, 28), np.uint8)] * 3, [0, 1, 0]), 224)
-        64
-    """
-    from PIL import Image
-
-    sides = []
-    for item in split.items[:32]:
-        if hasattr(item, "shape"):
-            sides.append(min(item.shape[:2]))
-        else:
-            with Image.open(item) as img:  # reads the header only
-                sides.append(min(img.size))
-    side = statistics.median(sides) if sides else native
-    return int(min(native, max(32, math.ceil(2 * side / 32) * 32)))
 
 
 class _Clock:
@@ -185,17 +164,11 @@ class _Study:
         self.cache: dict[str, Any] = {}
 
     def _image_size(self, image_size: int | str | None) -> int | None:
+        """End-to-end points' input size (``auto`` unless the data options say otherwise)."""
         if self.modality != "image":
             return None
         probe = self.pretrained or load_model(self.model_spec, self.num_classes, pretrained=False)
-        native = probe.spec.image.crop_size
-        if image_size in (None, "native"):
-            return native
-        if image_size == "auto":
-            return auto_image_size(self.bundle.train, native)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
-            raise ConfigError(f"image_size: auto, native or a whole number of pixels >= 16, got {image_size!r}.")
-        return image_size
+        return resolve_image_size(image_size, self.bundle.train, probe.spec.image.crop_size, default="auto")
 
     # -- feature extraction: encode once, slice per point ------------------------------------
     def encode(self) -> None:
@@ -216,8 +189,7 @@ class _Study:
         start = time.perf_counter()
         rows = torch.tensor([self.cache["row"][i] for i in self.subsets[seed][size]])
         train = CachedFeatures(self.cache["train"].features[rows], self.cache["train"].labels[rows])
-        with one_thread():
-            head, chosen = fit_head_lbfgs(train, self.cache["val"], self.num_classes)
+        head, chosen = fit_head_lbfgs(train, self.cache["val"], self.num_classes)
         test = self.cache["test"]
         with torch.no_grad():
             acc = (head(test.features).argmax(1) == test.labels).float().mean().item()
@@ -239,9 +211,7 @@ class _Study:
         torch.manual_seed(seed)
         model.reset_classifier(self.num_classes)
         if self.image_size is not None:
-            pre = model.spec.image
-            ratio = pre.resize_size / pre.crop_size
-            pre.crop_size, pre.resize_size = self.image_size, int(round(self.image_size * ratio))
+            model.spec.image = model.spec.image.at_size(self.image_size)
         return prepare_model_layout(model, self.modality).to(self.device)
 
     def _epochs(self, method: str, budget: float, n_train: int) -> int:
@@ -298,13 +268,14 @@ class _Study:
         settings = LoopSettings(epochs=epochs, weight_decay=r.weight_decay, warmup_fraction=r.warmup_fraction,
                                 label_smoothing=r.label_smoothing, patience=r.patience, device=self.device,
                                 deadline=deadline)
-        result = fit(model, train_loader, val_loader, strategy.param_groups(model), settings, phase=method,
+        result = fit(model, train_loader, val_loader, strategy.param_groups(model), settings,
+                     phase=Phase.FINE_TUNE, label=method,
                      progress=self.progress, on_epoch_start=strategy.on_epoch_start, generator=generator)
         test_start = time.perf_counter()
         logits, labels = predict_logits(model, make_loader(model, self.bundle.test, batch_size=self.eval_batch),
                                         self.device)
         self.clock.observe(method, evaluate=(time.perf_counter() - test_start, len(self.bundle.test)))
-        epochs_seconds = sum(h["seconds"] for h in result.history) - len(result.history) * len(self.e2e_val) * self.clock.eval_s[method]
+        epochs_seconds = sum(h.seconds for h in result.history) - len(result.history) * len(self.e2e_val) * self.clock.eval_s[method]
         self.clock.observe(method, train=(epochs_seconds, len(result.history) * len(subset)))
         return {"accuracy": (logits.argmax(1) == labels).float().mean().item(),
                 "val_accuracy": result.best_val_accuracy, "epochs": result.epochs_run,
@@ -358,27 +329,29 @@ def _run_points(study: _Study, plan: list[tuple[int, int, str]], out_dir: Path) 
         study.points.append(point)
         log.info("efficiency: seed %d, %d/class, %s: test accuracy %.4f (%.1f s)", seed, size, method,
                  point["accuracy"], point["seconds"])
-        rf.atomic_write_json(out_dir / EFFICIENCY_JSON, study.points)  # a killed study keeps what finished
+        atomic_write_json(out_dir / EFFICIENCY_JSON, study.points)  # a killed study keeps what finished
 
 
-def sample_efficiency(model: str, data: str, *, per_class: str | Sequence[int] = (5, 10, 20, 50, 100),
+def sample_efficiency(model: str, data: str | DataOptions, *,
+                      per_class: str | Sequence[int] = (5, 10, 20, 50, 100),
                       seeds: int | Sequence[int] = 3, methods: Sequence[str] = METHODS,
                       out: str | Path | None = None, time_budget: float | None = DEFAULT_TIME_BUDGET,
-                      image_size: int | str | None = "auto", device: str = "auto",
-                      progress: bool | None = None, **data_options: Any) -> EfficiencyResult:
+                      device: str = "auto", progress: bool | None = None, **data_options: Any) -> EfficiencyResult:
     """Train transfer and from-scratch models on growing subsets and measure the data multiplier.
 
     Args:
         model: model spec, e.g. ``builtin:efficientnet_lite0``.
-        data: data spec; the split is made once (seed 0), subsets are nested per seed.
+        data: data spec or :class:`DataOptions`; the split is made once (with its seed, 0 by
+            default), subsets are nested per seed. Its ``image_size`` is the end-to-end points'
+            input size (default ``auto``; feature extraction always uses the model's own).
         per_class: strictly increasing training-set sizes, examples per class.
         seeds: how many seeds (0, 1, ...) or the seeds themselves; a seed picks the subsets,
             the head initialisation and the batches.
         methods: any of ``feature-extraction``, ``fine-tune``, ``scratch``.
         out: folder for efficiency.json, efficiency_summary.json, efficiency.md, efficiency.png.
         time_budget: seconds for the whole command (``None``: every point runs its epoch cap).
-        image_size: end-to-end points' input size: ``auto``, ``native`` or pixels (images only).
-        **data_options: val_fraction, test_fraction, text_column, label_column, path_column.
+        **data_options: DataOptions fields applied to ``data`` (val_fraction, test_fraction,
+            text_column, label_column, path_column, image_size, seed).
 
     Returns:
         An :class:`EfficiencyResult`.
@@ -398,14 +371,19 @@ def sample_efficiency(model: str, data: str, *, per_class: str | Sequence[int] =
         raise ConfigError(f"methods: {', '.join(unknown) or 'none given'}; choose from {', '.join(METHODS)}.")
     if time_budget is not None and not time_budget > 0:
         raise ConfigError(f"time_budget: must be a positive number of seconds, got {time_budget!r}.")
+    opts = as_data_options(data, **data_options)
+    if opts.per_class is not None:
+        raise ConfigError("per_class: sample_efficiency takes its training-set sizes as per_class= (a list); "
+                          "leave the data options' per_class unset.")
+    data = opts.data
     clock = _Clock(time_budget)
-    bundle = load_data(data, seed=0, **data_options)
+    bundle = load_data(opts)
     _check_sizes(bundle, sizes, data)
     if len(bundle.val) == 0 or len(bundle.test) == 0:
         raise DataError(f"The data {data} leaves no validation or test examples; raise --val-fraction / "
                         "--test-fraction or add data.")
     out_dir = prepare_out(out, "efficiency", model, (EFFICIENCY_JSON, EFFICIENCY_SUMMARY))
-    study = _Study(model, bundle, sizes, seed_list, list(methods), image_size, clock, device, Progress(progress))
+    study = _Study(model, bundle, sizes, seed_list, list(methods), opts.image_size, clock, device, Progress(progress))
     if "feature-extraction" in methods:
         study.encode()
     _run_points(study, _plan(seed_list, sizes, list(methods)), out_dir)

@@ -1,7 +1,12 @@
-"""The public functions behind the CLI: load a finished run, evaluate it, predict with it."""
+"""Inference on a finished run folder: load it, evaluate it on data, predict with it.
+
+This layer sits above ``train`` (it uses the loaders and the loop's ``predict_logits``) and
+below ``export`` (which loads the run it exports through :func:`load_run`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +17,9 @@ import torch
 from .config import TrainConfig
 from .data import Split, load_eval_split, to_pil_rgb
 from .errors import DataError, RunFolderError
+from .io import runfolder as rf
+from .io.atomic import load_weights
 from .models import ModelSpec, TransferModel, build_model_from_spec
-from .train import runfolder as rf
 from .train.device import inference_batch_size, prepare_model_layout, resolve_device
 from .train.loaders import make_loader
 from .train.loop import predict_logits
@@ -46,7 +52,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
         raise RunFolderError(f"Run folder {run_dir} has an unreadable model_spec.json or config.yaml ({exc}); train again.") from None
     model = build_model_from_spec(spec, run_dir / rf.ASSETS)
     try:
-        model.load_state_dict(rf.load_weights(run_dir / rf.WEIGHTS), strict=True)
+        model.load_state_dict(load_weights(run_dir / rf.WEIGHTS), strict=True)
     except RuntimeError as exc:
         raise RunFolderError(f"The weights in {run_dir / rf.WEIGHTS} do not fit the model in model_spec.json ({str(exc)[:300]}); train again.") from None
     torch_device = resolve_device(device)
@@ -73,11 +79,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | 
     cfg = run.config
     spec = data or cfg.data
     same = _same_data(spec, cfg.data)
-    split, report = load_eval_split(
-        spec, run.labels, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-        text_column=cfg.text_column, label_column=cfg.label_column, path_column=cfg.path_column,
-        same_as_training=same,
-    )
+    split, report = load_eval_split(dataclasses.replace(cfg.data_options, data=spec), run.labels,
+                                    same_as_training=same)
     loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))
     logits, labels = predict_logits(run.model, loader, next(run.model.parameters()).device)
     metrics = classification_metrics(labels.tolist(), logits.argmax(1).tolist(), run.labels)

@@ -20,17 +20,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import Split, load_data
+from ..config import DataOptions
+from ..data import Split, as_data_options, load_data
 from ..data.splits import sample_per_class
 from ..errors import ConfigError, DataError
+from ..io.atomic import atomic_write_json
 from ..models import TransferModel, load_model
-from ..train import runfolder as rf
 from ..train.device import inference_batch_size, move_to, prepare_model_layout, resolve_device, seed_everything
 from ..train.features import CachedFeatures
 from ..train.head import fit_head_lbfgs
 from ..train.loaders import make_indexed_loader
+from ..train.plots import pyplot, save_figure
 from ..train.progress import Progress
-from ._common import one_thread, prepare_out, pyplot, save_figure
+from ._common import prepare_out
 
 __all__ = ["TransferabilityResult", "layer_transferability", "group_features", "pool_output",
            "TRANSFERABILITY_JSON", "TRANSFERABILITY_PLOT"]
@@ -156,8 +158,7 @@ def _probe(feats: dict[str, dict[str, CachedFeatures]], names: list[str], num_cl
         if train is None:
             log.warning("transferability: no tensor output after group %s; skipped", name)
             continue
-        with one_thread():
-            head, chosen = fit_head_lbfgs(train, val, num_classes)
+        head, chosen = fit_head_lbfgs(train, val, num_classes)
         with torch.no_grad():
             acc = (head(test.features).argmax(1) == test.labels).float().mean().item()
         points.append({"init": init, "depth": depth, "group": name, "features": int(train.features.shape[1]),
@@ -213,20 +214,23 @@ def _plot(points: list[dict[str, Any]], names: list[str], chance: float, title: 
     save_figure(fig, path)
 
 
-def layer_transferability(model: str, data: str, *, out: str | Path | None = None, per_class: int = 50,
-                          eval_per_class: int = 50, seed: int = 0, control: bool = True,
-                          device: str = "auto", progress: bool | None = None, **data_options: Any
-                          ) -> TransferabilityResult:
+PROBE_PER_CLASS = 50  # training examples per class for the probes when the data options give none
+
+
+def layer_transferability(model: str, data: str | DataOptions, *, out: str | Path | None = None,
+                          eval_per_class: int = 50, control: bool = True, device: str = "auto",
+                          progress: bool | None = None, **data_options: Any) -> TransferabilityResult:
     """Linear-probe accuracy on features after each layer group, pre-trained vs random init.
 
     Args:
         model: model spec, e.g. ``builtin:efficientnet_lite0``.
-        data: data spec; the probe trains on ``per_class`` training examples per class, picks its
-            L2 strength on up to ``eval_per_class`` validation examples per class and is scored
-            on up to ``eval_per_class`` test examples per class (seeded, stratified).
+        data: data spec or :class:`DataOptions`; the probe trains on its ``per_class`` training
+            examples per class (default 50), picks its L2 strength on up to ``eval_per_class``
+            validation examples per class and is scored on up to ``eval_per_class`` test
+            examples per class (seeded with its ``seed``, stratified).
         out: folder for transferability.json and .png (default ``runs/transferability-<model>-<time>``).
         control: also probe the same architecture with random weights.
-        **data_options: val_fraction, test_fraction, text_column, label_column, path_column.
+        **data_options: DataOptions fields applied to ``data`` (per_class, seed, val_fraction, ...).
 
     Returns:
         A :class:`TransferabilityResult`: one point per (init, backbone layer group).
@@ -236,12 +240,13 @@ def layer_transferability(model: str, data: str, *, out: str | Path | None = Non
         >>> r.summary["best_group"]  # doctest: +SKIP
         'blocks.4'
     """
-    for name, value in (("per_class", per_class), ("eval_per_class", eval_per_class)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}: must be a whole number >= 1, got {value!r}.")
+    if isinstance(eval_per_class, bool) or not isinstance(eval_per_class, int) or eval_per_class < 1:
+        raise ConfigError(f"eval_per_class: must be a whole number >= 1, got {eval_per_class!r}.")
+    opts = as_data_options(data, **data_options)
+    data, seed, per_class = opts.data, opts.seed, opts.per_class or PROBE_PER_CLASS
     start = time.perf_counter()
     out_dir = prepare_out(out, "transferability", model, (TRANSFERABILITY_JSON, TRANSFERABILITY_PLOT))
-    bundle = load_data(data, seed=seed, **data_options)
+    bundle = load_data(opts, per_class=None)  # the probe's sample is drawn below, per split
     if len(bundle.val) == 0 or len(bundle.test) == 0:
         raise DataError(f"The data {data} leaves no validation or test examples ({len(bundle.val)} val, "
                         f"{len(bundle.test)} test); raise --val-fraction / --test-fraction or add data.")
@@ -267,7 +272,7 @@ def layer_transferability(model: str, data: str, *, out: str | Path | None = Non
     summary.update(model=model, data=data, per_class=per_class, n_train=len(splits["train"]),
                    n_val=len(splits["val"]), n_test=len(splits["test"]), groups=names,
                    seconds=round(time.perf_counter() - start, 2))
-    rf.atomic_write_json(out_dir / TRANSFERABILITY_JSON, {**summary, "points": points})
+    atomic_write_json(out_dir / TRANSFERABILITY_JSON, {**summary, "points": points})
     _plot(points, names, summary["chance"], f"{model} on {data}: layer transferability",
           out_dir / TRANSFERABILITY_PLOT)
     return TransferabilityResult(out_dir, points, summary)

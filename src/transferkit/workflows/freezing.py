@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import surgery
-from ..config import TrainConfig
+from ..config import DataOptions, TrainConfig
+from ..data import as_data_options, load_data
 from ..errors import ConfigError, TransferkitError
+from ..io.atomic import atomic_write_json
 from ..models import TransferModel, load_model
-from ..train import runfolder as rf
 from ..train import train
-from ._common import fmt_params, prepare_out, pyplot, save_figure
+from ..train.plots import pyplot, save_figure
+from ._common import fmt_params, options_for, prepare_out
 
-__all__ = ["FreezingResult", "freezing_counts", "explore_freezing", "FREEZING_JSON", "FREEZING_PLOT"]
+__all__ = ["FreezingResult", "freezing_counts", "explore_freezing", "describe_freezing", "FREEZING_JSON", "FREEZING_PLOT"]
 
 log = logging.getLogger("transferkit")
 
@@ -76,15 +78,14 @@ def _depth_config(base: dict[str, Any], k: int, n_backbone: int, run_dir: Path,
         strategy, extra = "full", {}
     else:
         strategy, extra = "last-n", {"last_n": n_backbone - k}
-    options = {key: v for key, v in base.items() if not (strategy == "linear-probe" and key == "epochs")}
-    return TrainConfig(strategy=strategy, out=str(run_dir), time_budget=budget, **options, **extra)
+    return TrainConfig(strategy=strategy, out=str(run_dir), time_budget=budget, **options_for(strategy, base), **extra)
 
 
-def _run_depths(rows: list[dict[str, Any]], model: str, data: str, out_dir: Path,
+def _run_depths(rows: list[dict[str, Any]], model: str, data: DataOptions, out_dir: Path,
                 time_budget: float | None, progress: bool | None, options: dict[str, Any]) -> None:
     """A short real run per depth; adds ``strategy``, ``accuracy``, ``seconds``, ``run_dir``."""
     n_backbone = len(rows) - 1
-    base = {"model": model, "data": data, **options}
+    base = {**dataclasses.asdict(data), "model": model, **options}
     TrainConfig(**base)  # a bad option fails before any training
     start = time.perf_counter()
     for i, row in enumerate(rows):
@@ -128,19 +129,21 @@ def _plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def explore_freezing(model: str | TransferModel, data: str | None = None, *, out: str | Path | None = None,
+def explore_freezing(model: str | TransferModel, data: str | DataOptions | None = None, *,
+                     out: str | Path | None = None,
                      num_classes: int | None = None, time_budget: float | None = None,
                      progress: bool | None = None, **options: Any) -> FreezingResult:
     """Trainable parameters (and, with ``data``, test accuracy) by the number of frozen groups.
 
     Args:
         model: a model spec, or a loaded TransferModel (counts only).
-        data: a data spec; each depth then trains a short run (``epochs`` default 3) whose
-            run folder goes to ``out/runs/frozen-K``.
+        data: a data spec or :class:`DataOptions`; each depth then trains a short run
+            (``epochs`` default 3) whose run folder goes to ``out/runs/frozen-K``.
         out: output folder for freezing.json and freezing.png (default ``runs/freezing-<model>-<time>``).
         num_classes: head size for the counts without data (default 10; with data: its classes).
         time_budget: seconds for all the runs, shared equally by the depths still to run.
-        **options: TrainConfig fields for the runs (per_class, seed, epochs, lr, ...).
+        **options: TrainConfig fields for the runs (per_class, seed, epochs, lr, ...); the data
+            fields among them apply to ``data``.
 
     Returns:
         A :class:`FreezingResult`.
@@ -160,27 +163,23 @@ def explore_freezing(model: str | TransferModel, data: str | None = None, *, out
         raise ConfigError(f"time_budget: must be a positive number of seconds, got {time_budget!r}.")
     name = model if isinstance(model, str) else model.spec.spec_string
     out_dir = prepare_out(out, "freezing", name, (FREEZING_JSON, FREEZING_PLOT))
+    given = {k: v for k, v in options.items() if v is not None}
+    data_fields = {f.name for f in dataclasses.fields(DataOptions)}
+    opts = None if data is None else as_data_options(data, **{k: v for k, v in given.items() if k in data_fields})
     if isinstance(model, str):
-        heads = num_classes or (_count_classes(data, options) if data else 10)
+        heads = num_classes or (load_data(opts).num_classes if opts else 10)
         model = load_model(model, heads, pretrained=False)  # counts do not depend on the weights
     rows = freezing_counts(model)
-    if data is not None:
-        given = {k: v for k, v in options.items() if v is not None}
-        given.setdefault("epochs", 3)
-        _run_depths(rows, name, data, out_dir, time_budget, progress, given)
-    rf.atomic_write_json(out_dir / FREEZING_JSON, {"model": name, "data": data, "rows": rows})
+    if opts is not None:
+        run_options = {k: v for k, v in given.items() if k not in data_fields}
+        run_options.setdefault("epochs", 3)
+        _run_depths(rows, name, opts, out_dir, time_budget, progress, run_options)
+    atomic_write_json(out_dir / FREEZING_JSON, {"model": name, "data": opts.data if opts else None, "rows": rows})
     _plot(rows, f"{name}: trainable parameters by frozen depth", out_dir / FREEZING_PLOT)
     return FreezingResult(out_dir, rows, name)
 
 
-def _count_classes(data: str, options: dict[str, Any]) -> int:
-    from ..data import load_data
-
-    keys = ("seed", "val_fraction", "test_fraction", "text_column", "label_column", "path_column")
-    return load_data(data, **{k: options[k] for k in keys if options.get(k) is not None}).num_classes
-
-
-def describe(rows: list[dict[str, Any]]) -> list[str]:
+def describe_freezing(rows: list[dict[str, Any]]) -> list[str]:
     """One line per depth, for the CLI."""
     lines = []
     for r in rows:

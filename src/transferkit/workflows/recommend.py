@@ -29,21 +29,23 @@ import shlex
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 
-from . import strategies as _strategies
-from .config import TrainConfig
-from .data import load_data
-from .errors import ConfigError, DataError
-from .models import load_model
-from .train.device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
-from .train.features import CachedFeatures, extract_features
-from .train.head import fit_head_lbfgs
-from .train.loaders import make_indexed_loader
+from ..config import DataOptions, TrainConfig
+from ..data import as_data_options, load_data
+from ..errors import ConfigError, DataError
+from ..models import load_model
+from ..strategies import strategy_names
+from ..train.device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
+from ..train.features import CachedFeatures, extract_features
+from ..train.head import fit_head_lbfgs
+from ..train.loaders import make_indexed_loader
 
-__all__ = ["recommend", "Recommendation", "Decision", "decide", "measure", "train_command", "RULES"]
+__all__ = ["recommend", "Recommendation", "Decision", "decide", "measure", "train_command", "RULES",
+           "Rule", "Choice", "strategies_named"]
 
 VERY_SMALL = 30  # examples per class below which only the head (or very little more) can be trained
 LARGE = 300  # examples per class above which the whole network can be fine-tuned safely
@@ -57,31 +59,63 @@ PROBE_L2 = 1e-2  # one fixed strength: choosing it on the validation split would
 FULL_LR = {"image": 1e-4, "text": 3e-5}  # text encoders forget faster; a lower rate keeps them intact
 
 
+class Choice(NamedTuple):
+    """A strategy a rule may recommend and its settings; ``full_lr`` adds full fine-tuning's rate
+    for the modality (``FULL_LR``)."""
+
+    strategy: str
+    settings: Mapping[str, Any] = MappingProxyType({})
+    full_lr: bool = False
+
+
 class Rule(NamedTuple):
+    """One row of the table: when it fires, what it advises in words, and its choices per case
+    (most rules have one case, ``""``); the first registered choice of the case is recommended."""
+
     name: str
     when: str
     then: str
+    choices: Mapping[str, tuple[Choice, ...]]
 
+
+_FE_LBFGS = Choice("feature-extraction", {"head_solver": "lbfgs"})
+_FE_ADAMW = Choice("feature-extraction", {"head_solver": "adamw"})
 
 RULES: tuple[Rule, ...] = (
     Rule("large-model-cpu", f"> {LARGE_MODEL // 10**6} M parameters and no CUDA",
          "feature-extraction; lora, 3 epochs, if the features separate poorly and there is data "
-         "(else lp-ft)"),
+         "(else lp-ft)",
+         {"tiny": (_FE_LBFGS,), "similar": (_FE_ADAMW,),
+          "shifted": (Choice("lora", {"epochs": 3}), Choice("lp-ft", {"epochs": 3}), _FE_ADAMW)}),
     Rule("large-model-gpu-memory", f"CUDA, but {FULL_FT_BYTES} bytes per parameter exceed "
          f"{GPU_SHARE:.0%} of the GPU's memory, >= {VERY_SMALL} examples per class and separability < {SIMILAR}",
-         "lora, 10 epochs (else lp-ft)"),
+         "lora, 10 epochs (else lp-ft)",
+         {"": (Choice("lora", {"epochs": 10}), Choice("lp-ft", {"epochs": 10}), _FE_ADAMW)}),
     Rule("tiny-similar", f"< {VERY_SMALL} examples per class and separability >= {SIMILAR}",
-         "feature-extraction with the L-BFGS head (L2 chosen on validation)"),
+         "feature-extraction with the L-BFGS head (L2 chosen on validation)", {"": (_FE_LBFGS,)}),
     Rule("tiny-shifted", f"< {VERY_SMALL} examples per class and separability < {SIMILAR}",
-         "lp-ft, 5 epochs (else last-n with 1 group)"),
+         "lp-ft, 5 epochs (else last-n with 1 group)",
+         {"": (Choice("lp-ft", {"epochs": 5}), Choice("last-n", {"last_n": 1, "epochs": 5}), _FE_LBFGS)}),
     Rule("large-or-shifted", f"> {LARGE} examples per class, or separability < {LARGE_SHIFT}",
-         "full fine-tuning, lr 1e-4 (images) / 3e-5 (text) (else lp-ft)"),
+         "full fine-tuning, lr 1e-4 (images) / 3e-5 (text) (else lp-ft)",
+         {"": (Choice("full", {"epochs": 10}, full_lr=True), Choice("lp-ft", {"epochs": 10}, full_lr=True))}),
     Rule("medium-similar", f"{VERY_SMALL}-{LARGE} examples per class and separability >= {SIMILAR}",
-         "feature-extraction with the AdamW head (last-n with 1 group if you need more)"),
+         "feature-extraction with the AdamW head (last-n with 1 group if you need more)", {"": (_FE_ADAMW,)}),
+    # With lr_decay, --lr is the head's rate: 5e-4 gives the head 5e-4, the top group 1.5e-4 and
+    # the next 4.5e-5, close to full fine-tuning's 1e-3 head / 1e-4 body.
     Rule("medium-shifted", f"{VERY_SMALL}-{LARGE} examples per class and separability "
          f"{LARGE_SHIFT}-{SIMILAR}", "last-n with 2 groups and discriminative rates (lr_decay 0.3), "
-         "else discriminative, else gradual unfreezing"),
+         "else discriminative, else gradual unfreezing",
+         {"": (Choice("last-n", {"last_n": 2, "lr_decay": 0.3, "lr": 5e-4, "epochs": 10}),
+               Choice("discriminative", {"lr_decay": 0.3, "lr": 5e-4, "epochs": 10}),
+               Choice("gradual", {"unfreeze_every": 2}), Choice("full", {"epochs": 10}, full_lr=True))}),
 )
+_RULES = {r.name: r for r in RULES}
+
+
+def strategies_named() -> set[str]:
+    """Every strategy some rule of ``RULES`` may recommend."""
+    return {c.strategy for rule in RULES for case in rule.choices.values() for c in case}
 
 
 class Decision(NamedTuple):
@@ -122,15 +156,16 @@ class Recommendation:
         return "\n".join(lines)
 
 
-def _first_available(options: Sequence[tuple[str, dict[str, Any]]], available: Sequence[str],
+def _first_available(options: Sequence[Choice], available: Sequence[str], modality: str,
                      reasons: list[str]) -> tuple[str, dict[str, Any]]:
     """The first option whose strategy exists; say so when the preferred one does not."""
-    for i, (name, hyper) in enumerate(options):
-        if name in available:
+    for i, choice in enumerate(options):
+        if choice.strategy in available:
             if i:
-                reasons.append(f"{options[0][0]} is not available in this transferkit "
-                               f"(available: {', '.join(available)}); {name} is the nearest.")
-            return name, {"strategy": name, **hyper}
+                reasons.append(f"{options[0].strategy} is not available in this transferkit "
+                               f"(available: {', '.join(available)}); {choice.strategy} is the nearest.")
+            lr = {"lr": FULL_LR.get(modality, 1e-4)} if choice.full_lr else {}
+            return choice.strategy, {"strategy": choice.strategy, **choice.settings, **lr}
     # feature-extraction and full always exist; reaching this means the registry is empty.
     raise ConfigError(f"No recommended strategy is available (registered: {', '.join(available) or 'none'}); "
                       "reinstall transferkit.")
@@ -160,31 +195,29 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
         >>> d.rule, d.strategy, d.hyperparameters["head_solver"]
         ('tiny-similar', 'feature-extraction', 'lbfgs')
     """
-    available = tuple(_strategies.STRATEGY_NAMES if available is None else available)
+    available = tuple(strategy_names() if available is None else available)
     n, sep = float(m["per_class"]), float(m["separability"])
-    lr = FULL_LR.get(m.get("modality", "image"), 1e-4)
+    modality = m.get("modality", "image")
+    lr = FULL_LR.get(modality, 1e-4)
     data = f"{n:g} training examples per class (median)"
     feats = f"separability {sep:.2f} (linear probe accuracy {m.get('probe_accuracy', float('nan')):.2f})"
-    fe_tiny = ("feature-extraction", {"head_solver": "lbfgs"})
     reasons: list[str]
+    case = ""  # which of the rule's cases applies (most rules have one)
     if m["total_params"] > LARGE_MODEL and not m["cuda"]:
         rule = "large-model-cpu"
         reasons = [f"The model has {m['total_params'] / 1e6:.0f} M parameters and there is no CUDA "
                    "GPU: fine-tuning it on a CPU is slow, so train as little as possible."]
         if sep >= SIMILAR or n < VERY_SMALL:
-            options = [fe_tiny if n < VERY_SMALL else ("feature-extraction", {"head_solver": "adamw"})]
+            case = "tiny" if n < VERY_SMALL else "similar"
             reasons.append(f"With {data} and {feats}, a head on frozen features is enough; LoRA "
                            "(--strategy lora) is the next step if accuracy falls short.")
         else:
-            options = [("lora", {"epochs": 3}), ("lp-ft", {"epochs": 3}),
-                       ("feature-extraction", {"head_solver": "adamw"})]
+            case = "shifted"
             reasons.append(f"{feats} is low, so the features must adapt: LoRA trains small low-rank "
                            "adapters (a small share of the parameters) and skips the weight gradients and "
                            "optimizer state of the frozen layers; 3 epochs keep the CPU time in bounds.")
     elif _full_ft_exceeds_gpu(m) and n >= VERY_SMALL and sep < SIMILAR:
         rule = "large-model-gpu-memory"
-        options = [("lora", {"epochs": 10}), ("lp-ft", {"epochs": 10}),
-                   ("feature-extraction", {"head_solver": "adamw"})]
         need = m["total_params"] * FULL_FT_BYTES / 2**30
         reasons = [f"Full fine-tuning would hold about {need:.1f} GB of weights, gradients and AdamW "
                    f"state, more than {GPU_SHARE:.0%} of the GPU's {m['gpu_memory_gb']:.0f} GB, before "
@@ -192,15 +225,13 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
                    f"{data} and {feats}: the features need to adapt, so LoRA trains low-rank adapters "
                    "on the frozen model, with the memory of little more than inference."]
     elif n < VERY_SMALL and sep >= SIMILAR:
-        rule, options = "tiny-similar", [fe_tiny]
+        rule = "tiny-similar"
         reasons = [f"{data} is very little data (< {VERY_SMALL}): fine-tuning the backbone would overfit.",
                    f"{feats} >= {SIMILAR}: the pre-trained features already separate the classes.",
                    "The L-BFGS head solves the logistic regression exactly and picks its L2 "
                    "strength on the validation split, which suits a few examples best."]
     elif n < VERY_SMALL:
         rule = "tiny-shifted"
-        options = [("lp-ft", {"epochs": 5}),
-                   ("last-n", {"last_n": 1, "epochs": 5}), fe_tiny]
         reasons = [f"{data} is very little data (< {VERY_SMALL}): only a small, gentle change to "
                    "the backbone is safe.",
                    f"{feats} < {SIMILAR}: the features fit the task only partly, so the head "
@@ -209,30 +240,24 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
                    "fine-tune starts from a good head and moves the backbone little (5 epochs)."]
     elif n > LARGE or sep < LARGE_SHIFT:
         rule = "large-or-shifted"
-        options = [("full", {"epochs": 10, "lr": lr}), ("lp-ft", {"epochs": 10, "lr": lr})]
         why = (f"{data} is enough data (> {LARGE}) to fine-tune every layer" if n > LARGE else
                f"{feats} < {LARGE_SHIFT}: the target is far from the pre-training data, so every "
                "layer needs to adapt")
-        reasons = [why + ".", f"Full fine-tuning at lr {lr:g} ({m.get('modality', 'image')} models; "
+        reasons = [why + ".", f"Full fine-tuning at lr {lr:g} ({modality} models; "
                    "low enough to keep the pre-trained knowledge), early stopping on validation."]
     elif sep >= SIMILAR:
-        rule, options = "medium-similar", [("feature-extraction", {"head_solver": "adamw"})]
+        rule = "medium-similar"
         reasons = [f"{data} is small to medium ({VERY_SMALL}-{LARGE}) and {feats} >= {SIMILAR}: "
                    "the frozen features already fit, a head on cached features is fast and strong.",
                    "If accuracy falls short, try last-n with 1 group (`transferkit compare`)."]
     else:
         rule = "medium-shifted"
-        # With lr_decay, --lr is the head's rate: 5e-4 gives the head 5e-4, the top group 1.5e-4
-        # and the next 4.5e-5, close to full fine-tuning's 1e-3 head / 1e-4 body.
-        options = [("last-n", {"last_n": 2, "lr_decay": 0.3, "lr": 5e-4, "epochs": 10}),
-                   ("discriminative", {"lr_decay": 0.3, "lr": 5e-4, "epochs": 10}),
-                   ("gradual", {"unfreeze_every": 2}), ("full", {"epochs": 10, "lr": lr})]
         reasons = [f"{data} is small to medium ({VERY_SMALL}-{LARGE}) and {feats} is moderate "
                    f"({LARGE_SHIFT}-{SIMILAR}): adapt the top of the network, keep the generic lower layers.",
                    "Training the last 2 layer groups with rates shrinking 0.3x per group downwards "
                    "from the head's 5e-4 changes the task-specific layers most."]
-    reasons.insert(0, f"Rule {rule}: {next(r.when for r in RULES if r.name == rule)}.")
-    strategy, hyper = _first_available(options, available, reasons)
+    reasons.insert(0, f"Rule {rule}: {_RULES[rule].when}.")
+    strategy, hyper = _first_available(_RULES[rule].choices[case], available, modality, reasons)
     return Decision(rule, strategy, hyper, [r[:1].upper() + r[1:] for r in reasons])
 
 
@@ -249,11 +274,14 @@ def _probe_sample(labels: Sequence[int], per_class: int, limit: int, seed: int) 
     return sorted(chosen)
 
 
-def measure(model: str, data: str, *, per_class: int | None = None, seed: int = 0,
-            val_fraction: float = 0.15, test_fraction: float = 0.15, text_column: str = "text",
-            label_column: str = "label", path_column: str = "path", pretrained: bool = True,
-            weights: str | None = None, max_length: int | None = None, device: str = "auto") -> dict[str, Any]:
+def measure(model: str, data: str | DataOptions, *, pretrained: bool = True, weights: str | None = None,
+            max_length: int | None = None, device: str = "auto", **data_options: Any) -> dict[str, Any]:
     """Measure what :func:`decide` needs: data size, classes, model size, separability, CUDA.
+
+    Args:
+        model: model spec.
+        data: data spec or :class:`DataOptions` (the splits training would use).
+        **data_options: DataOptions fields (per_class, seed, ...) applied to ``data``.
 
     Returns:
         ``{"per_class", "per_class_min", "per_class_max", "num_classes", "n_train", "modality",
@@ -266,11 +294,11 @@ def measure(model: str, data: str, *, per_class: int | None = None, seed: int = 
         10.0
     """
     start = time.perf_counter()
+    opts = as_data_options(data, **data_options)
+    seed, data = opts.seed, opts.data
     seed_everything(seed)
     net = load_model(model, num_classes=2, pretrained=pretrained, weights=weights, max_length=max_length)
-    bundle = load_data(data, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                       per_class=per_class, text_column=text_column, label_column=label_column,
-                       path_column=path_column)
+    bundle = load_data(opts)
     if bundle.modality != net.spec.modality:
         raise ConfigError(f"The model {model} takes {net.spec.modality} input but the data {data} is "
                           f"{bundle.modality}; pick a model for {bundle.modality} data (see `transferkit models`).")
@@ -337,17 +365,18 @@ def train_command(model: str, data: str, settings: dict[str, Any]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def recommend(model: str, data: str, *, per_class: int | None = None, seed: int = 0,
-              **options: Any) -> Recommendation:
+_MODEL_OPTIONS = ("pretrained", "weights", "max_length", "device")
+
+
+def recommend(model: str, data: str | DataOptions, **options: Any) -> Recommendation:
     """Measure the model and data, apply the strategy table, return the advice.
 
     Args:
         model: model spec, e.g. ``builtin:efficientnet_lite0``.
-        data: data spec, e.g. ``builtin:digits``.
-        per_class: the few-shot cap training would use.
-        seed: the seed training would use (same splits).
-        **options: more settings training would use: val_fraction, test_fraction, text_column,
-            label_column, path_column, pretrained, weights, max_length, device.
+        data: data spec, e.g. ``builtin:digits``, or :class:`DataOptions`: the splits, seed and
+            ``per_class`` training would use.
+        **options: DataOptions fields (per_class, seed, val_fraction, ...) applied to ``data``,
+            and how training would load the model: pretrained, weights, max_length, device.
 
     Returns:
         A :class:`Recommendation`.
@@ -357,15 +386,15 @@ def recommend(model: str, data: str, *, per_class: int | None = None, seed: int 
         >>> rec.strategy, rec.command  # doctest: +SKIP
         ('feature-extraction', 'transferkit train --model builtin:efficientnet_lite0 ... --head-solver lbfgs')
     """
-    known = ("val_fraction", "test_fraction", "text_column", "label_column", "path_column",
-             "pretrained", "weights", "max_length", "device")
-    bad = sorted(set(options) - set(known))
+    data_fields = [f.name for f in dataclasses.fields(DataOptions) if f.name != "data"]
+    bad = sorted(set(options) - set(data_fields) - set(_MODEL_OPTIONS))
     if bad:
-        raise ConfigError(f"recommend: unknown option(s) {', '.join(bad)}; known: per_class, seed, {', '.join(known)}.")
-    given = {k: v for k, v in options.items() if v is not None}
-    TrainConfig(model=model, data=data, per_class=per_class, seed=seed, **given)  # validates the values
-    measurements = {"model": model, "data": data,
-                    **measure(model, data, per_class=per_class, seed=seed, **given)}
+        raise ConfigError(f"recommend: unknown option(s) {', '.join(bad)}; known: "
+                          f"{', '.join(data_fields + list(_MODEL_OPTIONS))}.")
+    given = {k: options[k] for k in _MODEL_OPTIONS if options.get(k) is not None}
+    opts = as_data_options(data, **{k: v for k, v in options.items() if k in data_fields and v is not None})
+    TrainConfig(model=model, **dataclasses.asdict(opts), **given)  # validates the values
+    measurements = {"model": model, "data": opts.data, **measure(model, opts, **given)}
     decision = decide(measurements)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     hyper = {k: v for k, v in decision.hyperparameters.items() if k in fields}
@@ -375,6 +404,6 @@ def recommend(model: str, data: str, *, per_class: int | None = None, seed: int 
                        "separability is a rough estimate; `transferkit compare` measures the candidates.")
     if dropped := sorted(set(decision.hyperparameters) - set(hyper)):
         reasons.append(f"Settings {', '.join(dropped)} are not TrainConfig options in this version; left out.")
-    run_settings = {**hyper, "per_class": per_class, "seed": seed, **given}
-    command = train_command(model, data, run_settings)
+    run_settings = {**hyper, **{k: getattr(opts, k) for k in data_fields}, **given}
+    command = train_command(model, opts.data, run_settings)
     return Recommendation(decision.strategy, hyper, reasons, measurements, command, decision.rule)

@@ -1,0 +1,85 @@
+"""Choosing a strategy: ``compare`` (train several on the same splits) and ``recommend``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import click
+
+import transferkit as tk
+
+from .app import cli
+from .options import data_from, data_options, field_options
+
+__all__ = ["compare_cmd", "recommend_cmd"]
+
+# How each run loads its model: shared by every strategy of a comparison, and by recommend.
+_MODEL_FIELDS = ("max_length", "device", "weights")
+
+
+@cli.command("compare")
+@click.option("--model", "model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
+@click.option("--data", "data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
+@click.option("--strategies", "strategies", help="Comma-separated strategies (default: all of them).")
+@click.option("--out", "out", help="Comparison folder (default: runs/compare-<model>-<time>).")
+@click.option("--time-budget", "time_budget", type=float,
+              help="Seconds for the whole comparison, shared equally by the strategies still to run.")
+@click.option("--pretrained/--no-pretrained", "pretrained", default=None,
+              help="Start from pre-trained weights (default) or from random weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print compare.json's rows as one JSON array.")
+@field_options(("epochs", "batch_size", *_MODEL_FIELDS))
+@data_options()
+def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
+                time_budget: float | None, as_json: bool, **values: Any) -> None:
+    """Train several strategies on the same splits and compare accuracy, size, time and memory.
+
+    Writes compare.json, compare.md, val_accuracy.png and a `best` link to the best run.
+    --epochs applies to the strategies that train the backbone; the feature-extraction and
+    linear-probe heads train on cached features with their own defaults.
+
+    \b
+    Example:
+      transferkit compare --model builtin:efficientnet_lite0 --data builtin:digits --per-class 10
+      transferkit compare --model builtin:minilm --data news.csv --strategies feature-extraction,full --json
+    """
+    names = strategies.split(",") if strategies is not None else None
+    options, rest = data_from(data, values)
+    result = tk.compare(model, options, strategies=names, out=out, time_budget=time_budget, **rest)
+    if as_json:
+        click.echo(json.dumps(result.rows))
+        return
+    click.echo(result.markdown)
+    click.echo(f"comparison folder: {result.out_dir}")
+
+
+@cli.command("recommend")
+@click.option("--model", "model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
+@click.option("--data", "data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
+@click.option("--pretrained/--no-pretrained", "pretrained", default=None,
+              help="Start from pre-trained weights (default) or from random weights.")
+@click.option("--explain", is_flag=True, help="Also print the measured inputs and the whole rule table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recommendation as one JSON object.")
+@field_options(_MODEL_FIELDS)
+@data_options()
+def recommend_cmd(model: str, data: str, explain: bool, as_json: bool, **values: Any) -> None:
+    """Recommend a strategy and its settings from measured data size, model size and feature fit.
+
+    \b
+    Example:
+      transferkit recommend --model builtin:efficientnet_lite0 --data builtin:digits --per-class 10
+      transferkit recommend --model builtin:minilm --data news.csv --explain
+    """
+    options, rest = data_from(data, values)
+    rec = tk.recommend(model, options, **rest)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(rec)))
+        return
+    click.echo(f"recommended strategy: {rec.strategy}")
+    click.echo(f"command: {rec.command}")
+    click.echo("why:")
+    for reason in rec.reasons:
+        click.echo(f"  - {reason}")
+    if explain:
+        click.echo(rec.explanation())

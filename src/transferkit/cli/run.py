@@ -1,0 +1,211 @@
+"""Commands around one run: ``models``, ``strategies``, ``train``, ``evaluate``, ``predict``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+import transferkit as tk
+
+from .app import cli
+from .options import train_options
+
+__all__ = ["models_cmd", "strategies_cmd", "train_cmd", "evaluate_cmd", "predict_cmd"]
+
+
+@cli.command("models")
+@click.argument("pattern", required=False)
+@click.option("--available", is_flag=True, help="Only models whose weights are on this machine now.")
+def models_cmd(pattern: str | None, available: bool) -> None:
+    """List loadable models and whether their weights are available offline.
+
+    \b
+    Example:
+      transferkit models resnet
+      transferkit models --available
+    """
+    rows = [m for m in tk.list_models(pattern) if m.weights_available or not available]
+    if not rows:
+        click.echo(f"No model matches {pattern!r}." if pattern else "No models found.")
+        return
+    width = max(len(m.spec) for m in rows)
+    click.echo(f"{'MODEL'.ljust(width)}  MODALITY  WEIGHTS")
+    for m in rows:
+        weights = "available" if m.weights_available else "download"
+        note = f"  ({m.note})" if m.note else ""
+        click.echo(f"{m.spec.ljust(width)}  {m.modality.ljust(8)}  {weights}{note}")
+
+
+@cli.command("strategies")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per strategy.")
+def strategies_cmd(as_json: bool) -> None:
+    """List the adaptation strategies: what trains, and their defaults for images and text.
+
+    \b
+    Example:
+      transferkit strategies
+      transferkit train --model builtin:minilm --data news.csv --strategy lp-ft
+    """
+    keys = ("epochs", "lr", "patience", "weight_decay")
+    for name in tk.strategy_names():
+        cls = tk.strategy_class(name)
+        by_modality = {m: tk.TrainConfig(model="-", data="-", strategy=name).resolved(m) for m in ("image", "text")}
+        if as_json:
+            click.echo(json.dumps({"strategy": name, "summary": cls.summary(),
+                                   "phases": [str(p.record) for p in cls.phases],
+                                   "uses_feature_cache": cls.uses_feature_cache(),
+                                   "defaults": {m: {k: getattr(c, k) for k in keys} for m, c in by_modality.items()}}))
+            continue
+        image, text = by_modality["image"], by_modality["text"]
+        rates = f"lr {image.lr:g}" + (f" (text {text.lr:g})" if text.lr != image.lr else "")
+        click.echo(f"{name:<20} {cls.summary()}")
+        click.echo(f"{'':<20} phases: {', '.join(str(p.record) for p in cls.phases)}; {image.epochs} epochs, "
+                   f"{rates}, patience {image.patience}, weight decay {image.weight_decay:g}")
+
+
+def _build_config(config_file: str | None, cli_values: dict[str, Any]) -> tk.TrainConfig:
+    given = {k: v for k, v in cli_values.items() if v is not None}
+    if config_file:
+        base = tk.TrainConfig.load(config_file).to_dict()
+        base["out"] = None  # never write into the run the config came from; --out sets a new one
+        base.update(given)
+        return tk.TrainConfig.from_dict(base)
+    missing = [name for name in ("model", "data") if not given.get(name)]
+    if missing:
+        raise tk.ConfigError(
+            f"Missing {' and '.join('--' + m for m in missing)}: give a model spec and a data spec, "
+            "e.g. `transferkit train --model builtin:efficientnet_lite0 --data builtin:mnist`, "
+            "or a saved --config run.yaml."
+        )
+    return tk.TrainConfig(**given)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    click.echo(f"accuracy: {metrics['accuracy']:.4f}  macro-F1: {metrics['macro_f1']:.4f}  (n={metrics['n']})")
+
+
+@cli.command("train")
+@click.option("--model", "model", help="Model spec, e.g. builtin:efficientnet_lite0, torchvision:resnet18.")
+@click.option("--data", "data", help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
+@click.option("--out", "out", help="Run folder to create (default: runs/<model>-<strategy>-<time>).")
+@click.option("--pretrained/--no-pretrained", "pretrained", default=None,
+              help="Start from pre-trained weights (default) or from random weights.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="A config.yaml from a run folder: reproduces that run (options given here override).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue an interrupted run from its folder's last finished epoch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the test metrics as one JSON object.")
+@train_options
+def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, **values: Any) -> None:
+    """Adapt a pre-trained model to a labelled dataset and write a run folder.
+
+    \b
+    Example:
+      transferkit train --model builtin:efficientnet_lite0 --data builtin:mnist --per-class 50
+      transferkit train --model builtin:minilm --data news.csv --strategy full --epochs 3
+      transferkit train --config runs/<run>/config.yaml --out runs/again
+      transferkit train --model builtin:efficientnet_lite0 --data imgs --strategy gradual --lr-decay 0.3
+      transferkit train --resume runs/<interrupted run>
+    """
+    if resume_dir:
+        given = sorted(k for k, v in values.items() if v is not None)
+        if given or config_file:
+            raise tk.ConfigError(
+                f"--resume continues a run with its saved config; drop {', '.join('--' + g.replace('_', '-') for g in given) or '--config'}."
+            )
+        result = tk.resume(resume_dir)
+    else:
+        result = tk.train(_build_config(config_file, values))
+    metrics = result.test_metrics
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(result.run_dir), **_summary(metrics)}))
+        return
+    click.echo("test ", nl=False)
+    _print_metrics(metrics)
+    click.echo(f"run folder: {result.run_dir}")
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("accuracy", "macro_f1", "n", "confusion_matrix", "classes", "strategy", "model",
+            "trainable_params", "total_params", "seconds", "data", "split")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+@cli.command("evaluate")
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", "data", help="Data to score (default: the run's own test split).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str) -> None:
+    """Score a finished run on a dataset (accuracy, macro-F1, confusion matrix).
+
+    \b
+    Example:
+      transferkit evaluate runs/<run> --data path/to/test_images --json
+    """
+    metrics = tk.evaluate(run_dir, data, device=device)
+    if as_json:
+        click.echo(json.dumps(_summary(metrics)))
+        return
+    _print_metrics(metrics)
+    classes = metrics["classes"]
+    click.echo("confusion matrix (rows: true, columns: predicted):")
+    width = max(4, *(len(c) for c in classes))
+    click.echo(" " * width + " " + " ".join(c[:width].rjust(width) for c in classes))
+    for name, row in zip(classes, metrics["confusion_matrix"]):
+        click.echo(name[:width].rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
+
+
+def _expand_inputs(inputs: Sequence[str], modality: str) -> list[str]:
+    """Text models: ``-`` reads lines from standard input, and a .txt file gives one text per line."""
+    if modality != "text":
+        return list(inputs)
+    texts: list[str] = []
+    for item in inputs:
+        if item == "-":
+            texts += [line.strip() for line in sys.stdin if line.strip()]
+        elif item.endswith(".txt") and Path(item).is_file():
+            lines = Path(item).read_text(encoding="utf-8", errors="replace").splitlines()
+            texts += [line.strip() for line in lines if line.strip()]
+        else:
+            texts.append(item)
+    return texts
+
+
+@cli.command("predict")
+@click.argument("run_dir", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-k", "--top-k", default=3, show_default=True, help="How many labels to show per input.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input (input, label, score, top_k).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str) -> None:
+    """Top-k labels for image files, or for texts (arguments, lines of a .txt file, or - for stdin).
+
+    RUN_DIR is a run folder or a file written by `transferkit export` (.onnx, .pt, .ts; its
+    sidecar gives the preprocessing and labels).
+
+    \b
+    Example:
+      transferkit predict runs/<run> cat.jpg dog.png --top-k 3
+      transferkit predict runs/<text-run> "Shares fell sharply today" --json
+      transferkit predict runs/<run>/export/model.onnx cat.jpg
+    """
+    if Path(run_dir).is_file() or Path(run_dir).suffix in (".onnx", ".pt", ".ts"):  # an exported model
+        exported = tk.load_exported(run_dir, "cuda" if device.startswith("cuda") else "cpu")
+        texts = _expand_inputs(inputs, exported.modality)
+        results = exported.predict(texts, top_k=top_k)
+    else:
+        run = tk.load_run(run_dir, device)
+        texts = _expand_inputs(inputs, run.model.spec.modality)
+        results = tk.predict(run, texts, top_k=top_k)
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result))
+            continue
+        shown = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"])
+        label = result["input"] if len(result["input"]) <= 60 else result["input"][:57] + "..."
+        click.echo(f"{label}\t{shown}")

@@ -1,0 +1,33 @@
+"""Workflows: what drives training several times or reads many runs.
+
+``compare`` (every strategy on the same splits), ``recommend`` (measure, then the rule table),
+sample efficiency, the freezing and LoRA explorers, layer transferability, training-progress
+plots and the self-contained HTML report. Each writes JSON and PNG files into a folder
+(atomically), and :func:`write_report` turns a run, comparison or study folder into one HTML file.
+
+Example:
+    >>> from transferkit import workflows
+    >>> r = workflows.sample_efficiency("builtin:efficientnet_lite0", "builtin:mnist",
+    ...                                 per_class="10,30,100,300", seeds=2)  # doctest: +SKIP
+    >>> workflows.write_report(r.out_dir)  # doctest: +SKIP
+    PosixPath('runs/efficiency-efficientnet_lite0-20261127-120000/report.html')
+"""
+
+from ._common import parse_int_list
+from .compare import CompareResult, compare, pick_best
+from .efficiency import DEFAULT_TIME_BUDGET, METHODS, EfficiencyResult, sample_efficiency
+from .freezing import FreezingResult, describe_freezing, explore_freezing, freezing_counts
+from .lora_explorer import DEFAULT_NUM_CLASSES, LoraExplorerResult, explore_lora, lora_table
+from .multiplier import data_multipliers, scratch_needed
+from .progress import plot_run
+from .recommend import Recommendation, recommend
+from .report import write_report
+from .transferability import TransferabilityResult, layer_transferability
+
+__all__ = [
+    "compare", "CompareResult", "pick_best", "recommend", "Recommendation",
+    "sample_efficiency", "EfficiencyResult", "METHODS", "DEFAULT_TIME_BUDGET", "data_multipliers",
+    "scratch_needed", "explore_freezing", "freezing_counts", "FreezingResult", "describe_freezing", "explore_lora",
+    "LoraExplorerResult", "lora_table", "DEFAULT_NUM_CLASSES", "layer_transferability", "TransferabilityResult", "plot_run", "write_report",
+    "parse_int_list",
+]
