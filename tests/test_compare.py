@@ -91,6 +91,18 @@ def test_time_budget_skips_strategies_reached_too_late(tmp_path, tiny_bert_dir, 
     assert "skipped (time budget)" in (tmp_path / "c" / cmp.COMPARE_MD).read_text()
 
 
+def test_data_options_as_keywords_or_one_object(tmp_path, tiny_bert_dir, sentiment_csv) -> None:
+    """``per_class=5, seed=1`` (the README's form) and ``DataOptions(..., per_class=5, seed=1)`` are one thing."""
+    by_keywords = tk.compare(f"hf:{tiny_bert_dir}", str(sentiment_csv), strategies=["feature-extraction"],
+                             per_class=5, seed=1, out=tmp_path / "a")
+    by_object = tk.compare(f"hf:{tiny_bert_dir}", tk.DataOptions(str(sentiment_csv), per_class=5, seed=1),
+                           strategies=["feature-extraction"], out=tmp_path / "b")
+    for result in (by_keywords, by_object):
+        cfg = TrainConfig.load(Path(result.rows[0]["run_dir"]) / "config.yaml")
+        assert (cfg.per_class, cfg.seed) == (5, 1) and "per-class: 5" in result.markdown
+    assert by_keywords.rows[0]["accuracy"] == by_object.rows[0]["accuracy"]
+
+
 def test_failed_strategy_is_recorded_and_the_others_run(tmp_path, monkeypatch, tiny_bert_dir, sentiment_csv) -> None:
     real_train = cmp.train
 

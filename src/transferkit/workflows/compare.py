@@ -252,7 +252,10 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
     if time_budget is not None and not time_budget > 0:
         raise ConfigError(f"time_budget: must be a positive number of seconds, got {time_budget!r}.")
     # Build every config before any training, so a bad option fails in a second, not after a run.
-    base = {**dataclasses.asdict(as_data_options(data)), "model": model}
+    data_fields = {f.name for f in dataclasses.fields(DataOptions)}
+    options = as_data_options(data, **{k: v for k, v in shared.items() if k in data_fields})
+    shared = {k: v for k, v in shared.items() if k not in data_fields}
+    base = {**dataclasses.asdict(options), "model": model}
     configs = {name: TrainConfig(**base, strategy=name, **options_for(name, shared)) for name in names}
     out_dir = rf.new_empty_folder(Path(out) if out else rf.default_folder(model, kind="compare"),
                                   "Comparison folder")
