@@ -19,6 +19,7 @@ from conftest import assert_clean_error, run_cli
 from helpers.bitfit import BitFit
 
 rec = importlib.import_module("transferkit.workflows.recommend")
+cmp = importlib.import_module("transferkit.workflows.compare")
 
 
 @pytest.fixture()
@@ -48,6 +49,7 @@ def test_every_strategy_named_anywhere_is_a_registered_class() -> None:
         assert issubclass(cls, tk.Strategy) and cls.name == name and cls.phases and cls.summary()
         assert all(isinstance(p, (HeadPhase, FineTunePhase)) for p in cls.phases)
     assert rec.strategies_named() <= registered  # recommend's rules
+    assert tuple(cmp._check_strategies(None)) == strategy_names()  # compare's default: all, in order
     strategy_option = next(p for p in _command("train").params if p.name == "strategy")
     assert all(name in strategy_option.help for name in registered)  # the CLI's --strategy help
     with pytest.raises(tk.ConfigError, match="strategy: unknown strategy 'nope'; choose one of feature-extraction"):
