@@ -79,6 +79,12 @@ def test_image_size_trains_and_saves_the_preprocessing(capsys, tmp_path) -> None
     assert rows[0]["label"] in ("0", "1")
 
 
+def test_recommend_measures_at_the_image_size_training_would_use(tmp_path) -> None:
+    root = write_digit_folder(tmp_path / "imgs", classes=(0, 1), per_class=8)
+    rec = tk.recommend("builtin:efficientnet_lite0", tk.DataOptions(str(root), image_size="auto"))
+    assert rec.measurements["image_size"] == 64 and "--image-size auto" in rec.command
+
+
 def test_image_size_on_a_text_model_is_an_error(capsys, tmp_path, tiny_bert_dir, sentiment_csv) -> None:
     code, _, err = run_cli(capsys, "train", "--model", f"hf:{tiny_bert_dir}", "--data", sentiment_csv,
                            "--image-size", "64", "--out", tmp_path / "r")

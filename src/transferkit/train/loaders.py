@@ -7,7 +7,8 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import ImageDataset, Split, TextCollator, TextDataset, build_image_transform
+from ..data import ImageDataset, Split, TextCollator, TextDataset, build_image_transform, resolve_image_size
+from ..errors import ConfigError
 
 
 class _Indexed(Dataset):
@@ -90,3 +91,23 @@ def make_indexed_loader(
                           collate_fn=_IndexedCollate(collate), num_workers=num_workers)
     return DataLoader(indexed, batch_size=batch_size, collate_fn=_IndexedCollate(collate),
                       num_workers=num_workers)
+
+
+def apply_image_size(model: Any, option: int | str | None, split: Split) -> int | None:
+    """Set an image model's input size from ``DataOptions.image_size`` (``split``: the training
+    images ``auto`` looks at); returns the pixels chosen, or ``None`` when no size was asked for.
+
+    The ModelSpec's preprocessing changes, so every loader (and a saved run: evaluate, predict,
+    export) feeds that size.
+
+    Raises:
+        ConfigError: a size was asked for a text model.
+    """
+    if option is None:
+        return None
+    if model.spec.image is None:
+        raise ConfigError(f"image_size: applies to image models, but {model.spec.spec_string} takes text; "
+                          "drop --image-size.")
+    size = resolve_image_size(option, split, model.spec.image.crop_size)
+    model.spec.image = model.spec.image.at_size(size)
+    return size

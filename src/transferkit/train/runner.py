@@ -16,7 +16,7 @@ import torch
 
 from .. import surgery
 from ..config import TrainConfig
-from ..data import DataBundle, load_data, resolve_image_size
+from ..data import DataBundle, load_data
 from ..errors import ConfigError, DataError
 from ..io import runfolder as rf
 from ..io.atomic import atomic_save_weights, atomic_write_json
@@ -28,7 +28,7 @@ from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
 from .features import CachedFeatures, extract_features
 from .head import fit_head_adamw, fit_head_lbfgs, temper_head
-from .loaders import make_indexed_loader, make_loader
+from .loaders import apply_image_size, make_indexed_loader, make_loader
 from .loop import Checkpoint, LoopSettings, fit, predict_logits
 from .metrics import classification_metrics
 from .metrics_log import MetricsLog
@@ -96,17 +96,6 @@ def _load_data(cfg: TrainConfig, modality: str) -> DataBundle:
             f"train, {len(data.val)} val); add examples or raise --val-fraction."
         )
     return data
-
-
-def _fit_image_size(cfg: TrainConfig, model: TransferModel, data: DataBundle) -> TrainConfig:
-    """Apply ``image_size`` to the model's preprocessing; the config keeps the pixels chosen."""
-    if cfg.image_size is None:
-        return cfg
-    if model.spec.image is None:
-        raise ConfigError(f"image_size: applies to image models, but {cfg.model} takes text; drop --image-size.")
-    size = resolve_image_size(cfg.image_size, data.train, model.spec.image.crop_size)
-    model.spec.image = model.spec.image.at_size(size)
-    return dataclasses.replace(cfg, image_size=size)
 
 
 class _Trainer:
@@ -305,7 +294,8 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
                        pooling=cfg.pooling, max_length=cfg.max_length)
     cfg = absolute_local_paths(config.resolved(model.spec.modality))
     data = _load_data(cfg, model.spec.modality)
-    cfg = _fit_image_size(cfg, model, data)
+    if (size := apply_image_size(model, cfg.image_size, data.train)) is not None:
+        cfg = dataclasses.replace(cfg, image_size=size)  # the config keeps the pixels chosen
     torch.manual_seed(cfg.seed)  # the new head's initialisation depends on the seed only
     model.reset_classifier(len(data.classes))
     model.spec.labels = list(data.classes)

@@ -42,7 +42,7 @@ from ..strategies import strategy_names
 from ..train.device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
 from ..train.features import CachedFeatures, extract_features
 from ..train.head import fit_head_lbfgs
-from ..train.loaders import make_indexed_loader
+from ..train.loaders import apply_image_size, make_indexed_loader
 
 __all__ = ["recommend", "Recommendation", "Decision", "decide", "measure", "train_command", "RULES",
            "Rule", "Choice", "strategies_named"]
@@ -285,7 +285,7 @@ def measure(model: str, data: str | DataOptions, *, pretrained: bool = True, wei
 
     Returns:
         ``{"per_class", "per_class_min", "per_class_max", "num_classes", "n_train", "modality",
-        "total_params", "probe_accuracy", "separability", "probe_train", "probe_val", "cuda",
+        "total_params", "probe_accuracy", "separability", "probe_train", "probe_val", "image_size", "cuda",
         "gpu_memory_gb",
         "seconds"}``.
 
@@ -302,6 +302,7 @@ def measure(model: str, data: str | DataOptions, *, pretrained: bool = True, wei
     if bundle.modality != net.spec.modality:
         raise ConfigError(f"The model {model} takes {net.spec.modality} input but the data {data} is "
                           f"{bundle.modality}; pick a model for {bundle.modality} data (see `transferkit models`).")
+    apply_image_size(net, opts.image_size, bundle.train)  # the probe sees what training would feed
     held_out = bundle.val if len(bundle.val) else bundle.test
     if len(bundle.train) == 0 or len(held_out) == 0:
         raise DataError(f"The data {data} leaves no training or no held-out examples ({len(bundle.train)} "
@@ -329,7 +330,8 @@ def measure(model: str, data: str | DataOptions, *, pretrained: bool = True, wei
         "per_class_max": max(counts), "num_classes": num_classes, "n_train": len(bundle.train),
         "modality": net.spec.modality, "total_params": sum(p.numel() for p in net.parameters()),
         "probe_accuracy": round(acc, 4), "separability": round((acc - chance) / (1 - chance), 4),
-        "probe_train": len(train), "probe_val": len(val), "cuda": torch.cuda.is_available(),
+        "probe_train": len(train), "probe_val": len(val),
+        "image_size": net.spec.image.crop_size if net.spec.image else None, "cuda": torch.cuda.is_available(),
         "gpu_memory_gb": _gpu_memory_gb(),
         "seconds": round(time.perf_counter() - start, 2),
     }
