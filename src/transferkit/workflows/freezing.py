@@ -103,9 +103,9 @@ def _run_depths(rows: list[dict[str, Any]], model: str, data: DataOptions, out_d
         except TransferkitError as exc:
             row.update(status=f"failed: {' '.join(str(exc).split())[:300]}", accuracy=None)
             continue
-        m = result.test_metrics
-        row.update(status="ok", strategy=cfg.strategy, accuracy=m["accuracy"], macro_f1=m["macro_f1"],
-                   seconds=m["seconds"], run_dir=str(result.run_dir))
+        m = result.metrics
+        row.update(status="ok", strategy=cfg.strategy, accuracy=m.accuracy, macro_f1=m.macro_f1,
+                   seconds=m.seconds, run_dir=str(result.run_dir))
 
 
 def _plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
