@@ -1,7 +1,7 @@
 """Registries: one place that lists the strategies (and, in ``export``, the export formats).
 
 A registry maps names to the classes or objects that own everything about them, like timm's
-``register_model``: the classes register themselves where they are defined (a decorator), and
+``register_model``: the entries register themselves where they are defined, and
 every other part of transferkit asks the registry instead of keeping its own list of names.
 
 ``STRATEGIES`` and ``FEATURE_BACKENDS`` live here, below ``config``, so that ``TrainConfig``
@@ -27,23 +27,15 @@ class Registry(Generic[T]):
 
     Example:
         >>> formats = Registry("export format")
-        >>> @formats.register("onnx")
-        ... class Onnx: ...
-        >>> formats.names(), formats.get("onnx").__name__
-        (('onnx',), 'Onnx')
+        >>> formats.add("onnx", "the ONNX format object")
+        >>> formats.names(), formats.get("onnx")
+        (('onnx',), 'the ONNX format object')
     """
 
     def __init__(self, what: str, option: str | None = None) -> None:
         self.what = what  # "strategy": used in error messages
         self.option = option or what.replace(" ", "_")  # the config field or option that names one
         self._entries: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: register the decorated class or object under ``name``."""
-        def decorate(entry: T) -> T:
-            self.add(name, entry)
-            return entry
-        return decorate
 
     def add(self, name: str, entry: T) -> None:
         if not name or name != name.strip():

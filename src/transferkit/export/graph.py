@@ -34,8 +34,10 @@ class GraphInputs:
     modality: str
 
     def as_feed(self) -> dict[str, Any]:
-        """``{name: numpy array}`` for ONNX Runtime."""
-        return {n: t.detach().cpu().contiguous().numpy() for n, t in zip(self.names, self.tensors)}
+        """``{name: numpy array}`` for ONNX Runtime, in the exported dtypes (images float32,
+        token tensors int64)."""
+        dtype = torch.float32 if self.modality == "image" else torch.int64
+        return {n: t.detach().cpu().to(dtype).contiguous().numpy() for n, t in zip(self.names, self.tensors)}
 
     def batch(self) -> int:
         return int(self.tensors[0].shape[0])

@@ -206,13 +206,6 @@ def quantize_int8(source: Path, target: Path, modality: str) -> None:
         root.setLevel(level)
 
 
-def _feed(inputs: GraphInputs) -> dict[str, np.ndarray]:
-    """Named graph inputs as ONNX Runtime feeds: images float32, token tensors int64."""
-    dtype = np.float32 if inputs.modality == "image" else np.int64
-    return {name: t.detach().cpu().contiguous().numpy().astype(dtype, copy=False)
-            for name, t in zip(inputs.names, inputs.tensors)}
-
-
 class OnnxFormat(ExportFormat):
     """ONNX through the torch.export-based exporter, run and verified in ONNX Runtime."""
 
@@ -235,7 +228,7 @@ class OnnxFormat(ExportFormat):
         return onnx_session(path, device=device)
 
     def run(self, loaded: Any, inputs: GraphInputs, device: str = "cpu") -> np.ndarray:
-        return run_session(loaded, _feed(inputs))
+        return run_session(loaded, inputs.as_feed())
 
 
 EXPORT_FORMATS.add(OnnxFormat.name, OnnxFormat())
