@@ -224,13 +224,20 @@ class TrainConfig(DataOptions):
         "Mini-batch size (default: 32, down to 8 on small training sets so an epoch has >= 8 steps)."
     )
     lr: float | None = _help("Peak learning rate of the backbone (the head gets head_lr_scale x).")
-    head_lr_scale: float = _help("Full fine-tuning: the new head's learning rate multiplier.", 10.0)
+    head_lr_scale: float | None = _help(
+        "The new head's learning rate multiplier (default: 10; lp-ft: 1, its head is already fitted).")
     weight_decay: float | None = _help("AdamW weight decay (default depends on the strategy).")
-    warmup_fraction: float = _help("Share of the optimisation steps used for linear warmup.", 0.05)
+    warmup_fraction: float | None = _help(
+        "Share of the optimisation steps used for linear warmup (default: 0.05; lp-ft: more).")
     grad_clip: float = _help("Clip the gradient norm to this value (0 disables).", 1.0)
     label_smoothing: float | None = _help("Label smoothing for the cross-entropy loss (default 0).")
     patience: int | None = _help("Early stopping: epochs without validation improvement.")
-    head_solver: HeadSolver = _help("Feature extraction: head trained by adamw epochs or lbfgs sweep.", "adamw")
+    head_solver: HeadSolver = _help(
+        "Head on cached features: lbfgs (full-batch logistic regression, L2 chosen) or adamw "
+        "(mini-batch epochs, epoch count chosen).", "lbfgs")
+    refit: bool = _help(
+        "Head on cached features: once its L2 or epoch count is chosen (by k-fold CV when the "
+        "validation split is tiny), fit it again on train + validation.", True)
     probe_energy: float = _help(
         "lp-ft: before fine-tuning, the probe's logits are divided by the temperature that brings "
         "its training loss to this share of ln(C), a uniform guess's loss. A probe that fits a "

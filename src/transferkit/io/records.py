@@ -277,7 +277,10 @@ class TestMetrics:
             peak_cuda_memory_mb: on CUDA only.
         epochs: training epochs over all phases; epochs_to_best: see :func:`epochs_to_best`;
             best_epoch: the kept epoch of the final phase (0: its starting weights).
-        lbfgs: the L-BFGS head's chosen ``l2``, ``val_accuracy``, ``val_loss``.
+        lbfgs: the L-BFGS head's chosen ``l2``, ``val_accuracy``, ``val_loss`` (the selection's).
+        head: a head on cached features: ``solver``, ``selection`` (``val`` or ``cv-K``), the
+            chosen ``l2`` or ``epochs``, the selection's ``score`` and ``loss``, ``refit`` (fitted
+            again on train + val) and the ``examples`` it was fitted on.
         probe_scale: LP-FT: the factor applied to the probe before fine-tuning.
         warnings: every warning of the run (overfitting, ignored options, time budget...).
         skipped: inputs that loading skipped or repaired.
@@ -303,6 +306,7 @@ class TestMetrics:
     epochs_to_best: int | None = None
     best_epoch: int | None = None
     lbfgs: dict[str, float] | None = None
+    head: dict[str, Any] | None = None
     probe_scale: float | None = None
     warnings: list[str] = field(default_factory=list)
     skipped: SkippedInputs = field(default_factory=SkippedInputs)

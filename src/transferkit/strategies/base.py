@@ -36,7 +36,8 @@ __all__ = ["Strategy", "register_strategy", "COMMON_DEFAULTS", "LAYERWISE_HEAD_L
 # stay pre-trained for every strategy that trains backbone layers: small target batches give
 # noisy statistics from another domain (EfficientNet-Lite0, 8 digits per class: 0.33 held-out
 # accuracy with updating statistics, 0.73-0.85 with fixed ones).
-COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType({"bn": "freeze-stats", "label_smoothing": 0.0})
+COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"bn": "freeze-stats", "label_smoothing": 0.0, "head_lr_scale": 10.0, "warmup_fraction": 0.05})
 # With layer-wise rates (--lr-decay or --group-lrs), --lr is the head's rate.
 LAYERWISE_HEAD_LR = 1e-3
 

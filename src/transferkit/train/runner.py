@@ -27,7 +27,8 @@ from ..strategies import FeatureExtraction, FineTunePhase, HeadPhase, Strategy, 
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
 from .features import CachedFeatures, extract_features
-from .head import fit_head_adamw, fit_head_lbfgs, temper_head
+from .head import temper_head
+from .head_select import AdamWHead, select_and_fit_head
 from .loaders import apply_image_size, make_indexed_loader, make_loader
 from .loop import Checkpoint, LoopSettings, fit, predict_logits
 from .metrics import classification_metrics
@@ -113,6 +114,7 @@ class _Trainer:
         self.deadline = started + cfg.time_budget if cfg.time_budget else None
         self._encoder: Any = None  # the feature backend's encoder (None: torch runs the model)
         self._encoder_ready = False
+        self.probe_score: tuple[float, float] | None = None  # (accuracy, loss) the head was chosen by
         prepare_model_layout(model, model.spec.modality)
 
     def settings(self, own: dict[str, Any] | None = None) -> LoopSettings:
@@ -160,17 +162,19 @@ class _Trainer:
         FeatureExtraction().prepare(self.model)  # only the head; the backbone in eval mode
         self.model.to(self.device).eval()
         train, val = self.encode("train"), self.encode("val")
-        num_classes = len(self.data.classes)
-        if self.cfg.head_solver == "lbfgs":
-            head, chosen = fit_head_lbfgs(train, val, num_classes, self.metrics)
-            self.extra["lbfgs"] = chosen
+        own = dict(phase.settings)
+        adamw = AdamWHead(self.settings(own), own.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator)
+        choice, warnings = select_and_fit_head(
+            train, val, len(self.data.classes), self.cfg.head_solver, adamw=adamw, refit=self.cfg.refit,
+            seed=self.cfg.seed, metrics_log=self.metrics, progress=self.progress, phase=phase.record)
+        head = choice.head
+        self.extra["head"] = choice.record()
+        self.probe_score = (choice.score, choice.loss)
+        if choice.solver == "lbfgs":
+            self.extra["lbfgs"] = {"l2": choice.chosen["l2"], "val_accuracy": choice.score, "val_loss": choice.loss}
         else:
-            head, result = fit_head_adamw(
-                train, val, num_classes, self.settings(dict(phase.settings)),
-                phase.settings.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator,
-                self.metrics, self.progress, phase=phase.record)
-            self.extra["best_epoch"] = result.best_epoch
-            self.warnings += result.warnings
+            self.extra["best_epoch"] = int(choice.chosen["epochs"])
+        self.warnings += warnings
         if phase.temper and self.cfg.probe_energy > 0:
             scale = temper_head(head, train, self.cfg.probe_energy)
             self.extra["probe_scale"] = round(scale, 6)
@@ -201,7 +205,9 @@ class _Trainer:
                      metrics_log=self.metrics, progress=self.progress,
                      on_epoch_start=strategy.on_epoch_start, generator=self.generator,
                      checkpoint=lambda ck: save_checkpoint(self.run_dir, ck), resume=resume,
-                     baseline=phase.keep_start_if_better)
+                     baseline=phase.keep_start_if_better,
+                     # a probe refitted on train + val has seen val: its honest score is the selection's
+                     baseline_score=self.probe_score if self.cfg.refit else None)
         self.extra["best_epoch"] = result.best_epoch
         self.warnings += result.warnings
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
