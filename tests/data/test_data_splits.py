@@ -59,16 +59,18 @@ def test_per_class_is_nested_and_seeded() -> None:
     assert five == sample_per_class(labels, 5, seed=1) != sample_per_class(labels, 5, seed=2)
 
 
-def test_load_data_per_class_touches_only_train(tmp_path: Path) -> None:
-    rows = [{"text": f"t{i}", "label": "abc"[i % 3]} for i in range(90)]
+def test_load_data_per_class_caps_train_and_val_in_proportion(tmp_path: Path) -> None:
+    rows = [{"text": f"t{i}", "label": "abc"[i % 3]} for i in range(300)]
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     full = load_data(str(path), seed=2)
-    few = load_data(str(path), seed=2, per_class=4)
-    assert Counter(few.train.labels) == {0: 4, 1: 4, 2: 4}
-    assert set(few.train.items) <= set(full.train.items)
-    assert few.val == full.val and few.test == full.test
-    assert any("per_class=4" in note for note in few.report.notes)
+    few = load_data(str(path), seed=2, per_class=14)
+    assert Counter(few.train.labels) == {0: 14, 1: 14, 2: 14}
+    # 14 training examples per class at the default 70/15/15 split: 14 x 0.15 / 0.7 = 3 for val.
+    assert Counter(few.val.labels) == {0: 3, 1: 3, 2: 3}
+    assert set(few.train.items) <= set(full.train.items) and set(few.val.items) <= set(full.val.items)
+    assert few.test == full.test  # the measurement does not shrink
+    assert any("per_class=14" in note and "validation" in note for note in few.report.notes)
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,25 @@ def as_data_options(source: str | os.PathLike[str] | DataOptions, **options: Any
     return DataOptions(data=os.fspath(source), **options)
 
 
+def val_per_class(per_class: int, opts: DataOptions) -> int:
+    """Validation examples kept per class when training keeps ``per_class``: the split's own
+    proportion (``val_fraction`` against the training share), at least one.
+
+    A few-shot run must look like a small dataset: selecting heads and epochs on a validation
+    split many times the size of the training split (15% of MNIST is 750 images against 200
+    for 20 per class) flatters every choice made on it and is not what a user with that little
+    data has.
+
+    Example:
+        >>> val_per_class(20, DataOptions(data="builtin:digits"))  # 20 x 0.15 / 0.7
+        4
+    """
+    if opts.val_fraction <= 0:
+        return 0
+    train_share = 1.0 - opts.val_fraction - opts.test_fraction
+    return max(1, int(per_class * opts.val_fraction / train_share + 0.5))
+
+
 def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction: float = 0.05,
               **options: Any) -> DataBundle:
     """Load labelled data and split it into train/val/test (stratified, seeded).
@@ -188,10 +207,12 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
             f"class(es) with a single example, used for training only: {format_list(few)}"
         )
     if per_class is not None:
-        before = len(train)
+        before = len(train), len(val)
         train = train.subset(sample_per_class(train.labels, per_class, seed=seed))
+        val = val.subset(sample_per_class(val.labels, val_per_class(per_class, opts), seed=seed))
         report.notes.append(
-            f"per_class={per_class}: kept {len(train)} of {before} training examples"
+            f"per_class={per_class}: kept {len(train)} of {before[0]} training and {len(val)} of "
+            f"{before[1]} validation examples"
         )
     report.notes.append(
         f"{raw.modality} data, {len(classes)} classes: "

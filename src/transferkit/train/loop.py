@@ -199,6 +199,7 @@ def fit(
     checkpoint: Callable[[Checkpoint], None] | None = None,
     resume: Checkpoint | None = None,
     baseline: bool = False,
+    baseline_score: tuple[float, float] | None = None,
 ) -> FitResult:
     """Train ``model`` with early stopping on validation accuracy; restore the best weights.
 
@@ -218,6 +219,8 @@ def fit(
             must hold ``resume.model`` and be prepared as for epoch 1.
         baseline: score the starting weights on validation as "epoch 0", so the phase never ends
             worse than it started (LP-FT: phase 2 keeps the probe if fine-tuning does not help).
+        baseline_score: with ``baseline``, the starting weights' ``(accuracy, loss)`` when
+            validation cannot score them honestly (a probe refitted on train + val has seen it).
 
     Returns:
         A :class:`FitResult`; the model holds the best epoch's weights.
@@ -239,7 +242,7 @@ def fit(
         if generator is not None and resume.generator_rng is not None:
             generator.set_state(resume.generator_rng)
     elif baseline:
-        state.best_accuracy, state.best_loss = _evaluate(model, val_loader, settings)
+        state.best_accuracy, state.best_loss = baseline_score or _evaluate(model, val_loader, settings)
         best_state = copy.deepcopy(model.state_dict())
         log.info("%s: starting weights score val accuracy %.4f", label, state.best_accuracy)
     bar = progress.epochs(settings.epochs, label)
@@ -270,7 +273,9 @@ def fit(
         if improved:
             state.best_accuracy, state.best_loss, state.best_epoch, state.stale = val_acc, val_loss, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-        else:
+        elif state.step > optim.warmup:
+            # Patience counts from the end of warmup: while the rate still climbs, a dip in
+            # validation (LP-FT's first epoch moving the probe's features) is not a verdict.
             state.stale += 1
         record = EpochRecord(phase, epoch, train_loss, train_acc, val_loss, val_acc,
                              seconds=time.perf_counter() - start, lrs=optim.rates(), improved=improved,
