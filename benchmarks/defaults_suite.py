@@ -150,8 +150,8 @@ def leave_one_out_ranks(rows: list[dict[str, Any]], strategies: list[str]) -> st
             continue
         winner = min(rest, key=rest.get)
         there = [r for (d, _), r in ranks[winner].items() if d == data]
-        lines.append(f"| {data.removeprefix('builtin:')} | {winner} ({rest[winner]:.2f}) | "
-                     f"{statistics.fmean(there):.1f} |" if there else f"| {data} | {winner} | - |")
+        there_text = f"{statistics.fmean(there):.1f}" if there else "not run"
+        lines.append(f"| {data.removeprefix('builtin:')} | {winner} ({rest[winner]:.2f}) | {there_text} |")
     return "\n".join(lines)
 
 

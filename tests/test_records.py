@@ -99,8 +99,14 @@ def test_new_runs_write_the_current_schema(tmp_path, tiny_bert_dir, sentiment_cs
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {line["schema_version"] for line in lines} == {SCHEMA_VERSION}
     records = read_epoch_records(result.run_dir / "metrics.jsonl")
-    assert records[0].phase is Phase.LINEAR_PROBE and records[-1].phase is Phase.FINE_TUNE
-    assert all(r.improved is not None and r.lrs for r in records)
+    # LP-FT's probe is the default L-BFGS head: its sweep steps are head-lbfgs records.
+    assert records[0].phase is Phase.HEAD_LBFGS and records[-1].phase is Phase.FINE_TUNE
+    assert tk.train(tk.TrainConfig(model=f"hf:{tiny_bert_dir}", data=str(sentiment_csv), strategy="lp-ft",
+                                   head_solver="adamw", refit=False, epochs=2, out=str(tmp_path / "a"))
+                    ).metrics.head["solver"] == "adamw"
+    adamw = read_epoch_records(tmp_path / "a" / "metrics.jsonl")
+    assert adamw[0].phase is Phase.LINEAR_PROBE and adamw[-1].phase is Phase.FINE_TUNE
+    assert all(r.improved is not None and (r.lrs or r.phase is Phase.HEAD_LBFGS) for r in records)
     on_disk = read_test_metrics(result.run_dir / "test_metrics.json")
     assert on_disk == result.metrics and on_disk.schema_version == SCHEMA_VERSION
     assert on_disk.epochs_to_best == epochs_to_best(records)

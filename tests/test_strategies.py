@@ -135,7 +135,10 @@ def test_lp_ft_second_phase_fine_tunes_everything_from_a_tempered_probe(resnet) 
     assert strategy.config.probe_energy == 0.5 and strategy.config.label_smoothing == 0.0
     snaps = simulate(strategy, resnet, 1)
     assert [g for g, _ in snaps[0]["optimizer"]] == RESNET_GROUPS
-    assert [lr for _, lr in snaps[0]["optimizer"]] == pytest.approx([3e-4] * 5 + [3e-3])
+    # The fitted head trains at the backbone's rate (a 10x head moved it off its solution).
+    assert [lr for _, lr in snaps[0]["optimizer"]] == pytest.approx([3e-4] * 6)
+    assert strategy.config.warmup_fraction == 0.2 and strategy.config.head_lr_scale == 1.0
+    assert strategy_for("full").config.head_lr_scale == 10.0
 
 
 def test_lp_ft_rate_depends_on_the_modality_unless_given() -> None:
