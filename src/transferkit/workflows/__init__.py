@@ -1,6 +1,6 @@
 """Workflows: what drives training several times or reads many runs.
 
-``compare`` (every strategy on the same splits), ``recommend`` (measure, then the rule table),
+``compare`` (every strategy on the same splits), ``recommend`` (measure, the rule table as the prior, then a measured race),
 sample efficiency, the freezing and LoRA explorers, layer transferability, training-progress
 plots and the self-contained HTML report. Each writes JSON and PNG files into a folder
 (atomically), and :func:`write_report` turns a run, comparison or study folder into one HTML file.
@@ -20,12 +20,15 @@ from .freezing import FreezingResult, describe_freezing, explore_freezing, freez
 from .lora_explorer import DEFAULT_NUM_CLASSES, LoraExplorerResult, explore_lora, lora_table
 from .multiplier import data_multipliers, scratch_needed
 from .progress import plot_run
+from .race import BUDGET_FACTOR as RACE_BUDGET_FACTOR
+from .race import RaceEntry, RaceResult
 from .recommend import Recommendation, recommend
 from .report import write_report
 from .transferability import TransferabilityResult, layer_transferability
 
 __all__ = [
-    "compare", "CompareResult", "pick_best", "recommend", "Recommendation",
+    "compare", "CompareResult", "pick_best", "recommend", "Recommendation", "RaceResult", "RaceEntry",
+    "RACE_BUDGET_FACTOR",
     "sample_efficiency", "EfficiencyResult", "METHODS", "DEFAULT_TIME_BUDGET", "data_multipliers",
     "scratch_needed", "explore_freezing", "freezing_counts", "FreezingResult", "describe_freezing", "explore_lora",
     "LoraExplorerResult", "lora_table", "DEFAULT_NUM_CLASSES", "layer_transferability", "TransferabilityResult", "plot_run", "write_report",

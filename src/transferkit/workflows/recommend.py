@@ -20,6 +20,11 @@ gradients and two moments in float32).
 
 The rules live in :func:`decide`, a pure function of those measurements, so every branch is
 testable without a model. ``RULES`` is the same table in words (printed by ``--explain``).
+
+The table is the prior. By default :func:`recommend` then measures: a race
+(``workflows.race``) trains every strategy briefly on the user's data by successive halving,
+the rule's choices first, and recommends what scored best on validation within the budget.
+``race=False`` (``--no-race``) returns the rule's answer alone, in seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import shlex
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -43,8 +49,10 @@ from ..train.device import inference_batch_size, prepare_model_layout, resolve_d
 from ..train.features import CachedFeatures, extract_features
 from ..train.head import fit_head_lbfgs
 from ..train.loaders import apply_image_size, make_indexed_loader
+from .race import RaceResult, check_budget, check_out
+from .race import race as run_race
 
-__all__ = ["recommend", "Recommendation", "Decision", "decide", "measure", "train_command", "RULES",
+__all__ = ["recommend", "Recommendation", "Decision", "decide", "race_order", "measure", "train_command", "RULES",
            "Rule", "Choice", "strategies_named"]
 
 VERY_SMALL = 30  # examples per class below which only the head (or very little more) can be trained
@@ -119,12 +127,14 @@ def strategies_named() -> set[str]:
 
 
 class Decision(NamedTuple):
-    """What :func:`decide` returns: the rule that fired and its (available) choice."""
+    """What :func:`decide` returns: the rule that fired, its (available) choice, and every
+    available choice of the rule's case in order, as (strategy, hyperparameters): the race's prior."""
 
     rule: str
     strategy: str
     hyperparameters: dict[str, Any]
     reasons: list[str]
+    prior: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass
@@ -137,7 +147,9 @@ class Recommendation:
         reasons: one sentence per reason, the rule that fired first.
         measurements: the measured inputs (see :func:`measure`).
         command: a ready-to-run ``transferkit train ...`` line.
-        rule: the name of the rule in ``RULES`` that fired.
+        rule: the name of the rule in ``RULES`` that fired (the prior).
+        race: the measured race (every run: rung, epochs, validation accuracy, seconds,
+            outcome), or ``None`` without one.
     """
 
     strategy: str
@@ -146,6 +158,7 @@ class Recommendation:
     measurements: dict[str, Any] = field(default_factory=dict)
     command: str = ""
     rule: str = ""
+    race: RaceResult | None = None
 
     def explanation(self) -> str:
         """The measured inputs and the whole rule table, the rule that fired marked with ``*``."""
@@ -156,6 +169,11 @@ class Recommendation:
         return "\n".join(lines)
 
 
+def _settings(choice: Choice, modality: str) -> dict[str, Any]:
+    lr = {"lr": FULL_LR.get(modality, 1e-4)} if choice.full_lr else {}
+    return {"strategy": choice.strategy, **choice.settings, **lr}
+
+
 def _first_available(options: Sequence[Choice], available: Sequence[str], modality: str,
                      reasons: list[str]) -> tuple[str, dict[str, Any]]:
     """The first option whose strategy exists; say so when the preferred one does not."""
@@ -164,8 +182,7 @@ def _first_available(options: Sequence[Choice], available: Sequence[str], modali
             if i:
                 reasons.append(f"{options[0].strategy} is not available in this transferkit "
                                f"(available: {', '.join(available)}); {choice.strategy} is the nearest.")
-            lr = {"lr": FULL_LR.get(modality, 1e-4)} if choice.full_lr else {}
-            return choice.strategy, {"strategy": choice.strategy, **choice.settings, **lr}
+            return choice.strategy, _settings(choice, modality)
     # feature-extraction and full always exist; reaching this means the registry is empty.
     raise ConfigError(f"No recommended strategy is available (registered: {', '.join(available) or 'none'}); "
                       "reinstall transferkit.")
@@ -257,8 +274,30 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
                    "Training the last 2 layer groups with rates shrinking 0.3x per group downwards "
                    "from the head's 5e-4 changes the task-specific layers most."]
     reasons.insert(0, f"Rule {rule}: {_RULES[rule].when}.")
-    strategy, hyper = _first_available(_RULES[rule].choices[case], available, modality, reasons)
-    return Decision(rule, strategy, hyper, [r[:1].upper() + r[1:] for r in reasons])
+    choices = _RULES[rule].choices[case]
+    strategy, hyper = _first_available(choices, available, modality, reasons)
+    prior = tuple((c.strategy, _settings(c, modality)) for c in choices if c.strategy in available)
+    return Decision(rule, strategy, hyper, [r[:1].upper() + r[1:] for r in reasons], prior)
+
+
+def race_order(m: dict[str, Any], available: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The race's prior, best first: the fired rule's choices with its settings, then the strategies
+    of the rules that fire a notch away (separability -0.2 and +0.2, 3x more and 3x fewer examples
+    per class) with their own defaults (as ``compare`` runs them), so that with a short budget the
+    strategies the table would consider next are measured first.
+
+    Example:
+        >>> [s for s, _ in race_order({"per_class": 10, "separability": 0.86, "total_params": 4_000_000,
+        ...                            "cuda": False, "modality": "image"})]
+        ['feature-extraction', 'lp-ft', 'last-n']
+    """
+    out = {name: settings for name, settings in decide(m, available).prior}
+    nudges = ({"separability": m["separability"] - 0.2}, {"separability": m["separability"] + 0.2},
+              {"per_class": m["per_class"] * 3}, {"per_class": m["per_class"] / 3})
+    for nudge in nudges:
+        for name, _ in decide({**m, **nudge}, available).prior:
+            out.setdefault(name, {"strategy": name})
+    return list(out.items())
 
 
 def _probe_sample(labels: Sequence[int], per_class: int, limit: int, seed: int) -> list[int]:
@@ -284,7 +323,7 @@ def measure(model: str, data: str | DataOptions, *, pretrained: bool = True, wei
         **data_options: DataOptions fields (per_class, seed, ...) applied to ``data``.
 
     Returns:
-        ``{"per_class", "per_class_min", "per_class_max", "num_classes", "n_train", "modality",
+        ``{"per_class", "per_class_min", "per_class_max", "num_classes", "n_train", "n_val", "n_test", "modality",
         "total_params", "probe_accuracy", "separability", "probe_train", "probe_val", "image_size", "cuda",
         "gpu_memory_gb",
         "seconds"}``.
@@ -328,6 +367,7 @@ def measure(model: str, data: str | DataOptions, *, pretrained: bool = True, wei
     return {
         "per_class": float(statistics.median(counts)), "per_class_min": min(counts),
         "per_class_max": max(counts), "num_classes": num_classes, "n_train": len(bundle.train),
+        "n_val": len(bundle.val), "n_test": len(bundle.test),
         "modality": net.spec.modality, "total_params": sum(p.numel() for p in net.parameters()),
         "probe_accuracy": round(acc, 4), "separability": round((acc - chance) / (1 - chance), 4),
         "probe_train": len(train), "probe_val": len(val),
@@ -370,29 +410,47 @@ def train_command(model: str, data: str, settings: dict[str, Any]) -> str:
 _MODEL_OPTIONS = ("pretrained", "weights", "max_length", "device")
 
 
-def recommend(model: str, data: str | DataOptions, **options: Any) -> Recommendation:
-    """Measure the model and data, apply the strategy table, return the advice.
+def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget: float | None = None,
+              out: str | Path | None = None, progress: bool | None = None, **options: Any) -> Recommendation:
+    """Measure the model and data, apply the strategy table, race the strategies, return the advice.
 
     Args:
         model: model spec, e.g. ``builtin:efficientnet_lite0``.
         data: data spec, e.g. ``builtin:digits``, or :class:`DataOptions`: the splits, seed and
             ``per_class`` training would use.
+        race: train the strategies briefly by successive halving and pick on validation
+            (``workflows.race``); ``False``: the rule table's answer alone, in seconds.
+        budget: the race's seconds (default ``race.BUDGET_FACTOR`` x one feature-extraction run).
+        out: keep the race's run folders and race.json here (default: a temporary folder).
+        progress: progress bars in the race's runs (default: when stderr is a terminal).
         **options: DataOptions fields (per_class, seed, val_fraction, ...) applied to ``data``,
             and how training would load the model: pretrained, weights, max_length, device.
 
     Returns:
-        A :class:`Recommendation`.
+        A :class:`Recommendation` (``race`` holds the race's runs, ``None`` without one).
+
+    Raises:
+        ConfigError: an unknown option, a budget that is not a positive number, or ``budget``
+            or ``out`` without a race.
 
     Example:
-        >>> rec = recommend("builtin:efficientnet_lite0", "builtin:digits", per_class=10)  # doctest: +SKIP
+        >>> rec = recommend("builtin:efficientnet_lite0", "builtin:digits", per_class=10, race=False)  # doctest: +SKIP
         >>> rec.strategy, rec.command  # doctest: +SKIP
         ('feature-extraction', 'transferkit train --model builtin:efficientnet_lite0 ... --head-solver lbfgs')
+        >>> rec = recommend("builtin:efficientnet_lite0", "builtin:digits", per_class=10)  # doctest: +SKIP
+        >>> print(rec.race.table())  # doctest: +SKIP
     """
     data_fields = [f.name for f in dataclasses.fields(DataOptions) if f.name != "data"]
     bad = sorted(set(options) - set(data_fields) - set(_MODEL_OPTIONS))
     if bad:
         raise ConfigError(f"recommend: unknown option(s) {', '.join(bad)}; known: "
                           f"{', '.join(data_fields + list(_MODEL_OPTIONS))}.")
+    budget = check_budget(budget)
+    if not race and (budget is not None or out is not None):
+        raise ConfigError("budget and out set the race, which is off (--no-race); drop them, or drop "
+                          "--no-race to race the strategies.")
+    if out is not None:
+        check_out(out)  # before measuring: a folder in use fails in a second
     given = {k: options[k] for k in _MODEL_OPTIONS if options.get(k) is not None}
     opts = as_data_options(data, **{k: v for k, v in options.items() if k in data_fields and v is not None})
     TrainConfig(model=model, **dataclasses.asdict(opts), **given)  # validates the values
@@ -406,6 +464,26 @@ def recommend(model: str, data: str | DataOptions, **options: Any) -> Recommenda
                        "separability is a rough estimate; `transferkit compare` measures the candidates.")
     if dropped := sorted(set(decision.hyperparameters) - set(hyper)):
         reasons.append(f"Settings {', '.join(dropped)} are not TrainConfig options in this version; left out.")
+    strategy, result = decision.strategy, None
+    if race:
+        prior = [(name, {k: v for k, v in settings.items() if k in fields})
+                 for name, settings in race_order(measurements)]
+        result = run_race(model, opts, prior, modality=measurements["modality"], budget=budget, out=out,
+                          progress=progress, n_val=measurements["n_val"],
+                          guess=_cost_guess(measurements), **given)
+        strategy, hyper = result.winner, {"strategy": result.winner, **result.settings}
+        reasons = result.reasons + [f"Prior: {r}" if i == 0 else r for i, r in enumerate(reasons)]
     run_settings = {**hyper, **{k: getattr(opts, k) for k in data_fields}, **given}
     command = train_command(model, opts.data, run_settings)
-    return Recommendation(decision.strategy, hyper, reasons, measurements, command, decision.rule)
+    return Recommendation(strategy, hyper, reasons, measurements, command, decision.rule, result)
+
+
+def _cost_guess(m: dict[str, Any]) -> tuple[float, float]:
+    """An end-to-end run's overhead and one epoch as shares of a feature-extraction run, before one
+    is measured. Feature extraction encodes every split once (N examples); an end-to-end run
+    encodes only the test split outside its epochs, and an epoch passes the training split forward
+    and back (~3 forward passes) and the validation split forward."""
+    encoded = m["n_train"] + m["n_val"] + m["n_test"]
+    if not encoded:
+        return 1.0, 1.0
+    return 1 - (m["n_train"] + m["n_val"]) / encoded, (3 * m["n_train"] + m["n_val"]) / encoded

@@ -1,0 +1,587 @@
+"""``recommend``'s measured race: successive halving over the strategies, on the user's data.
+
+The rule table (``recommend.decide``) is the prior; the race measures. Every registered strategy
+is a candidate, the rule's choices first and with the rule's settings, the rest with their
+defaults. Each candidate trains through :func:`transferkit.train` (the path ``compare`` uses) and
+is scored on **validation** accuracy: the accuracy of the weights the run kept, read from its
+``metrics.jsonl``. The test split is never read, so the pick does not peek at the data that
+judges it.
+
+Successive halving (Jamieson and Talwalkar 2016; the resource schedule of Hyperband, Li et al.
+2018), with epochs as the resource:
+
+- rung 0 trains every end-to-end candidate for 1 epoch (a whole warmup + cosine schedule), and
+  each head-only one once in full (its cost is encoding the splits, whatever its epochs);
+- the top ``1/eta`` (``eta = 3``) go on; end-to-end ones train again from the start with ``eta``
+  times the epochs (at most their full count), head-only ones carry their score;
+- head-only runs are scored in full, end-to-end ones after a fraction of their epochs: when a
+  head-only run would be the one survivor, the best end-to-end candidate goes on too (the
+  challenger), as long as its score rises with more epochs;
+- it stops when one candidate is left, when nothing left can learn more, or when the budget is spent.
+
+**Budget.** Wall-clock seconds for the whole race, by default :data:`BUDGET_FACTOR` times the
+first run (feature extraction, also a candidate; it always runs). Costs are estimated from what
+was measured (the candidate's own run, else the last end-to-end run, else shares of the first
+run: ``guess``). In rung 0 candidates run in priority order; once one end-to-end
+run is in, another is admitted only if it and the next rung it implies still fit, so a short
+budget races fewer candidates through every rung rather than many through the first alone. A
+run that would not fit is skipped (the table says so); an end-to-end run that might overrun gets
+``TrainConfig.time_budget``, so it stops between epochs.
+
+**The pick.** Among the candidates of the last rung, the highest validation accuracy; candidates
+within :func:`tie_tolerance` of it (one validation example, at least half a point) are a tie, and
+the tie goes to the cheapest (the estimated seconds of its full run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FunctionType
+from typing import Any, Callable, Mapping, Sequence
+
+from ..config import DataOptions, TrainConfig
+from ..errors import ConfigError, TransferkitError
+from ..io import runfolder as rf
+from ..io.atomic import atomic_write_json
+from ..io.records import EpochRecord, Phase, read_epoch_records
+from ..strategies import strategy_class, strategy_names
+from ..train import train
+
+__all__ = ["Candidate", "Trial", "RaceEntry", "RaceResult", "Trainer", "successive_halving", "race",
+           "candidates_for", "train_trial", "kept_val_accuracy", "tie_tolerance", "check_budget", "check_out",
+           "ETA", "BUDGET_FACTOR", "TIE_MIN", "RACE_JSON"]
+
+log = logging.getLogger("transferkit")
+
+ETA = 3  # keep the top third at each rung, each with 3x the epochs
+# Default budget: this many times the first (feature-extraction) run. Every race run also loads
+# the model and scores the test split (train() always does), ~0.7 of that unit per end-to-end run
+# (EfficientNet-Lite0, MNIST 20/class at 96 px); 10 units measure feature extraction and about
+# three end-to-end candidates for 1 epoch and promote one or two, ~1/3 of `compare`'s time there.
+BUDGET_FACTOR = 10.0
+TIE_MIN = 0.005  # validation accuracies closer than this (or one validation example) are a tie
+RACE_JSON = "race.json"
+
+
+@dataclass
+class Candidate:
+    """One strategy in the race and the settings it trains with.
+
+    Attributes:
+        strategy: a registered strategy name.
+        settings: TrainConfig fields it sets (the rule's, for the prior's choices).
+        full_epochs: epochs of a full run; ``None`` for a head-only strategy (one run, in full).
+        prior: the rule table named it (the fired rule, or one a notch away: ``recommend.race_order``).
+    """
+
+    strategy: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    full_epochs: int | None = None
+    prior: bool = False
+
+    @property
+    def head_only(self) -> bool:
+        return self.full_epochs is None
+
+    def epochs_at(self, rung: int, eta: int = ETA) -> int | None:
+        """Epochs at ``rung``: 1, eta, eta^2 ... up to ``full_epochs`` (``None``: head-only)."""
+        return None if self.full_epochs is None else min(self.full_epochs, eta ** rung)
+
+
+@dataclass
+class Trial:
+    """What a trainer reports of one run; validation only, a trial has no test field.
+    ``val_accuracy``: of the weights the run kept (``None``: no result, ``note`` says why);
+    ``seconds``: the whole run; ``epochs``, ``epoch_seconds``: the epochs that trained the backbone
+    and their seconds (the rest is loading, encoding, testing)."""
+
+    val_accuracy: float | None
+    seconds: float
+    epochs: int = 0
+    epoch_seconds: float = 0.0
+    run_dir: str | None = None
+    note: str = ""
+
+
+#: ``trainer(candidate, epochs, time_budget, folder) -> Trial``; ``epochs`` None: the candidate's own.
+Trainer = Callable[[Candidate, int | None, float | None, Path], Trial]
+
+
+@dataclass
+class RaceEntry:
+    """One line of the race table: one candidate at one rung."""
+
+    rung: int
+    strategy: str
+    epochs: int | None  # asked for (None: head-only, in full)
+    val_accuracy: float | None
+    seconds: float
+    outcome: str  # promoted, dropped, carried, winner, tie, ranked, skipped (budget), failed: ...
+    epochs_trained: int | None = None
+    run_dir: str | None = None
+
+
+@dataclass
+class RaceResult:
+    """The race: ``winner`` and its TrainConfig ``settings``; ``entries``, every run and skip rung
+    by rung; ``budget`` (``budget_given`` by the caller, else the default factor) and the
+    ``seconds`` used; ``unit_seconds``, the first run's; ``eta``; ``tie``, the tolerance on
+    validation accuracy; ``prior``, the rule table's strategies in its order; ``reasons``, what
+    was measured and why the winner won."""
+
+    winner: str
+    settings: dict[str, Any]
+    entries: list[RaceEntry]
+    budget: float
+    budget_given: bool
+    seconds: float
+    unit_seconds: float
+    eta: int
+    tie: float
+    prior: list[str]
+    reasons: list[str]
+    winner_val_accuracy: float | None = None
+
+    def table(self) -> str:
+        """The race as aligned text lines, rung by rung."""
+        head = f"{'rung':>4}  {'strategy':<20} {'epochs':>6}  {'val acc':>7}  {'seconds':>7}  outcome"
+        lines = [head]
+        for e in self.entries:
+            epochs = "full" if e.epochs is None else str(e.epochs)
+            if e.epochs_trained is not None and e.epochs is not None and e.epochs_trained != e.epochs:
+                epochs = f"{e.epochs_trained}/{e.epochs}"
+            acc = "-" if e.val_accuracy is None else f"{e.val_accuracy:.4f}"
+            lines.append(f"{e.rung:>4}  {e.strategy:<20} {epochs:>6}  {acc:>7}  {e.seconds:>7.1f}  {e.outcome}")
+        return "\n".join(lines)
+
+
+def tie_tolerance(n_val: int | None) -> float:
+    """Validation accuracies this close are a tie: one validation example, at least ``TIE_MIN``.
+
+    A wider band (a standard error: 4-7 points on 40-90 examples) would hand most few-shot races
+    to the cheap head, the failure that made the rule table pick feature extraction 4.3 points
+    below the best strategy.
+
+    Example:
+        >>> tie_tolerance(40), tie_tolerance(1000)
+        (0.025, 0.005)
+    """
+    return max(TIE_MIN, 1.0 / n_val) if n_val else TIE_MIN
+
+
+def check_budget(budget: Any) -> float | None:
+    """``budget`` as seconds (``None``: the default); ``ConfigError`` unless positive and finite."""
+    if budget is None:
+        return None
+    ok = isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget) and budget > 0
+    if not ok:
+        raise ConfigError(f"budget: must be a positive number of seconds, got {budget!r}; e.g. --budget 600, "
+                          f"or leave it out for {BUDGET_FACTOR:g} x the first feature-extraction run, or "
+                          "--no-race for the rule table's answer alone.")
+    return float(budget)
+
+
+def check_out(out: str | Path) -> Path:
+    """The race folder ``out``: it must not exist or be empty (``RunFolderError`` otherwise)."""
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        rf.new_empty_folder(path, "Race folder")  # raises, with the fix in the message
+    return path
+
+
+# -- what a run kept ---------------------------------------------------------------------------
+def kept_val_accuracy(records: Sequence[EpochRecord]) -> float | None:
+    """Validation accuracy of the weights a run kept: its final phase's last improved epoch, or,
+    when that phase kept its starting weights (LP-FT keeping its probe), the phase before's.
+
+    Example:
+        >>> mk = lambda p, e, acc, imp: EpochRecord(Phase(p), e, 0, 0, 0, acc, improved=imp)
+        >>> kept_val_accuracy([mk("linear-probe", 1, 0.8, True), mk("fine-tune", 1, 0.7, False)])
+        0.8
+    """
+    if not records:
+        return None
+    last = records[-1].phase
+    final = [r for r in records if r.phase is last]
+    kept = [r for r in final if r.improved]
+    if kept:
+        return kept[-1].val_accuracy
+    earlier = [r for r in records if r.phase is not last]
+    if earlier:
+        return kept_val_accuracy(earlier)
+    if any(r.improved is None for r in final):  # schema 1: no flags; the loop kept the best
+        return max(r.val_accuracy for r in final)
+    return None
+
+
+# -- the schedule ------------------------------------------------------------------------------
+class _Costs:
+    """Seconds a run will take, from what was measured so far."""
+
+    def __init__(self, guess: tuple[float, float]) -> None:
+        self.guess = guess
+        self.unit: float | None = None  # the first run's seconds
+        self.own: dict[str, tuple[float, float]] = {}  # strategy -> (overhead, seconds per epoch)
+        self.last: tuple[float, float] | None = None  # the last end-to-end run's
+
+    def record(self, c: Candidate, trial: Trial) -> None:
+        if self.unit is None and trial.val_accuracy is not None:  # the first run that worked
+            self.unit = trial.seconds
+        if c.head_only:
+            self.own[c.strategy] = (trial.seconds, 0.0)
+        elif trial.epochs:
+            per = trial.epoch_seconds / trial.epochs
+            self.own[c.strategy] = self.last = (max(trial.seconds - trial.epoch_seconds, 0.0), per)
+
+    def split(self, c: Candidate) -> tuple[float, float]:
+        """(overhead, seconds per epoch) of a run of ``c``."""
+        unit = self.unit or 0.0
+        if c.head_only:
+            return self.own.get(c.strategy, (unit, 0.0))
+        return self.own.get(c.strategy) or self.last or (unit * self.guess[0], unit * self.guess[1])
+
+    def estimate(self, c: Candidate, epochs: int | None) -> float:
+        overhead, per = self.split(c)
+        return overhead + per * (epochs or 0)
+
+    def full(self, c: Candidate) -> float:
+        """Estimated seconds of the run the recommendation would make (the tie-break)."""
+        return self.estimate(c, c.full_epochs)
+
+
+def _next_rung_cost(admitted: Sequence[Candidate], rung: int, costs: _Costs, eta: int) -> float:
+    """Estimated seconds of the rung after ``rung`` if ``admitted`` race in this one: the top
+    ``1/eta`` go on, end-to-end ones in the same share as now, at least one (the challenger)."""
+    growing = [c for c in admitted if not c.head_only]
+    if not growing:
+        return 0.0
+    survivors = max(1.0, math.ceil(len(admitted) / eta) * len(growing) / len(admitted))
+    return survivors * statistics.mean(costs.estimate(c, c.epochs_at(rung + 1, eta)) for c in growing)
+
+
+class _Race:
+    """The state of one race: scores, costs, the clock and the table so far."""
+
+    def __init__(self, trainer: Trainer, folder: Path, budget: float | None, eta: int,
+                 guess: tuple[float, float], clock: Callable[[], float]) -> None:
+        self.trainer, self.folder, self.total, self.eta, self.clock = trainer, folder, budget, eta, clock
+        self.start = clock()
+        self.costs = _Costs(guess)
+        self.entries: list[RaceEntry] = []
+        self.scores: dict[str, float] = {}  # latest validation accuracy per strategy
+        self.ran: dict[str, int | None] = {}  # epochs asked of each candidate's latest run
+        self.rising: dict[str, bool] = {}  # whether its latest run beat the one before
+        self.skipped: list[str] = []
+
+    def left(self) -> float:
+        return (math.inf if self.total is None else self.total) - (self.clock() - self.start)
+
+    def grows(self, c: Candidate, rung: int) -> bool:
+        """Whether ``c`` would train longer at ``rung`` than it has."""
+        return c.strategy in self.ran and not c.head_only and c.epochs_at(rung, self.eta) != self.ran[c.strategy]
+
+    def add(self, entry: RaceEntry) -> RaceEntry:
+        self.entries.append(entry)
+        return entry
+
+    def run(self, c: Candidate, rung: int, time_budget: float | None) -> RaceEntry:
+        epochs, began = c.epochs_at(rung, self.eta), self.clock()
+        try:
+            trial = self.trainer(c, epochs, time_budget, self.folder / f"rung{rung}-{c.strategy}")
+        except TransferkitError as exc:  # this candidate's bad input; the others still race
+            trial = Trial(None, self.clock() - began, note=" ".join(str(exc).split())[:200])
+        self.costs.record(c, trial)
+        if trial.val_accuracy is not None:
+            if c.strategy in self.scores:
+                self.rising[c.strategy] = trial.val_accuracy > self.scores[c.strategy]
+            self.scores[c.strategy], self.ran[c.strategy] = trial.val_accuracy, epochs
+        acc = "-" if trial.val_accuracy is None else f"{trial.val_accuracy:.4f}"
+        log.info("race: rung %d, %s, %s epochs: val accuracy %s in %.1f s", rung, c.strategy,
+                 "all" if epochs is None else epochs, acc, trial.seconds)
+        outcome = "ranked" if trial.val_accuracy is not None else f"failed: {trial.note or 'no epoch finished'}"
+        return self.add(RaceEntry(rung, c.strategy, epochs, trial.val_accuracy, round(trial.seconds, 2), outcome,
+                                  None if c.head_only else trial.epochs, trial.run_dir))
+
+    def rung(self, alive: Sequence[Candidate], rung: int, budget_factor: float) -> list[RaceEntry]:
+        """Train (or carry, or skip) every candidate still in the race at ``rung``."""
+        out: list[RaceEntry] = []
+        todo = [c for c in alive if rung == 0 or self.grows(c, rung)]
+        admitted: list[Candidate] = []
+        for c in alive:
+            epochs = c.epochs_at(rung, self.eta)
+            if c not in todo:  # ran in full already: its score carries
+                out.append(self.add(RaceEntry(rung, c.strategy, self.ran[c.strategy], self.scores[c.strategy],
+                                              0.0, "carried")))
+                continue
+            if self.costs.unit is None:  # the first run always runs (until one works): the budget's unit
+                out.append(self.run(c, rung, None))
+                admitted.append(c)
+                if self.total is None and self.costs.unit is not None:
+                    self.total = budget_factor * self.costs.unit
+                continue
+            first_epoch = self.costs.estimate(c, None if c.head_only else 1)
+            # Once an end-to-end run is in rung 0, admit more only if the next rung still fits.
+            reserve = rung == 0 and any(not a.head_only for a in admitted)
+            need = first_epoch + (_next_rung_cost([*admitted, c], rung, self.costs, self.eta) if reserve else 0.0)
+            if need > self.left():
+                why = f"budget: ~{need:.0f} s needed, {max(self.left(), 0):.0f} s left"
+                if c.strategy in self.scores:  # keeps its earlier score
+                    out.append(self.add(RaceEntry(rung, c.strategy, epochs, self.scores[c.strategy], 0.0,
+                                                  f"not re-run ({why})")))
+                else:
+                    self.skipped.append(c.strategy)
+                    out.append(self.add(RaceEntry(rung, c.strategy, epochs, None, 0.0, f"skipped ({why})")))
+                continue
+            waiting = todo[todo.index(c):]
+            later = _next_rung_cost([*admitted, *waiting], rung, self.costs, self.eta) if rung == 0 else 0.0
+            allowed = max((self.left() - later) / len(waiting), first_epoch)
+            time_budget = None
+            if not c.head_only and (epochs or 0) > 1 and self.costs.estimate(c, epochs) > allowed:
+                # The loop starts an epoch while the run's clock is under time_budget: stop so that
+                # the last epoch and the test pass end near `allowed`, after at least one epoch.
+                overhead, per = self.costs.split(c)
+                time_budget = max(allowed - overhead / 2 - per, overhead, 1e-3)
+            out.append(self.run(c, rung, time_budget))
+            admitted.append(c)
+        return out
+
+    def promote(self, pool: Sequence[Candidate], rung: int) -> list[Candidate] | None:
+        """The candidates of the next rung, or ``None`` when the race is decided."""
+        keep = list(pool[: max(1, math.ceil(len(pool) / self.eta))])
+        challenger = next((c for c in pool if self.grows(c, rung + 1) and self.rising.get(c.strategy, True)), None)
+        if len(keep) == 1 and challenger is not None and keep[0] is not challenger:
+            # Head-only candidates ran in full, end-to-end ones at a fraction of their epochs: while
+            # a finished run leads, the best end-to-end one gets eta x the epochs, budget permitting,
+            # as long as its score still rises with them.
+            keep.append(challenger)
+        if len(keep) == 1 or not any(self.grows(c, rung + 1) and self.costs.estimate(c, 1) <= self.left()
+                                     for c in keep):
+            return None
+        return keep
+
+
+def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder: Path, *,
+                       budget: float | None = None, budget_factor: float = BUDGET_FACTOR, eta: int = ETA,
+                       tie: float = TIE_MIN, guess: tuple[float, float] = (1.0, 1.0),
+                       prior: Sequence[str] | None = None,
+                       clock: Callable[[], float] = time.perf_counter) -> RaceResult:
+    """Race ``candidates`` by successive halving on validation accuracy (see the module).
+
+    Args:
+        candidates: in priority order; the first is the unit of the default budget.
+        trainer: trains one candidate; injected, so the schedule is testable without training.
+        folder: where run folders go (``folder/rung<k>-<strategy>``).
+        budget: seconds for the whole race (default ``budget_factor`` x the first run).
+        eta: keep the top ``1/eta`` each rung, with ``eta`` times the epochs.
+        tie: validation accuracies within this are a tie, won by the cheaper full run.
+        guess: before any end-to-end run is measured, its overhead (loading, encoding, testing)
+            and one epoch, as shares of the first run's seconds.
+        prior: the rule table's strategies, its choice first (default: the candidates marked prior).
+        clock: seconds (injected for tests).
+
+    Returns:
+        A :class:`RaceResult`.
+
+    Example:
+        >>> fake = lambda c, epochs, tb, folder: Trial({"full": 0.9}.get(c.strategy, 0.8), 1.0, epochs or 0)
+        >>> cands = [Candidate("feature-extraction"), Candidate("full", full_epochs=10)]
+        >>> successive_halving(cands, fake, Path("."), budget=10).winner
+        'full'
+    """
+    if not candidates:
+        raise ConfigError("The race has no candidate strategy; register one or use --no-race.")
+    if eta < 2:
+        raise ConfigError(f"eta: must be at least 2, got {eta!r}.")
+    state = _Race(trainer, folder, budget, eta, guess, clock)
+    scores, costs = state.scores, state.costs
+    alive = list(candidates)
+    rung = 0
+    while True:
+        entries = state.rung(alive, rung, budget_factor)
+        pool = sorted((c for c in alive if c.strategy in scores), key=lambda c: (-scores[c.strategy], costs.full(c)))
+        if not pool:
+            raise TransferkitError("The race measured no strategy (every run failed or the budget ran out); "
+                                   "see the log, raise --budget, or use --no-race.")
+        keep = state.promote(pool, rung)
+        if keep is None:
+            break
+        for e in entries:
+            if e.strategy in scores and not e.outcome.startswith(("failed", "skipped")):
+                e.outcome = "promoted" if any(c.strategy == e.strategy for c in keep) else "dropped"
+        alive, rung = [c for c in alive if c in keep], rung + 1  # priority order
+    best = scores[pool[0].strategy]
+    near = [c for c in pool if scores[c.strategy] >= best - tie - 1e-12]
+    winner = min(near, key=lambda c: (costs.full(c), -scores[c.strategy]))  # a tie: the cheaper full run
+    for e in entries:
+        if e.strategy in scores and not e.outcome.startswith(("failed", "skipped")):
+            e.outcome = ("winner" if e.strategy == winner.strategy else
+                         "tie, costlier" if scores[e.strategy] >= best - tie - 1e-12 else "lost")
+    result = RaceResult(winner.strategy, dict(winner.settings), state.entries, round(state.total or 0.0, 2),
+                        budget is not None, round(clock() - state.start, 2), round(costs.unit or 0.0, 2), eta, tie,
+                        list(prior) if prior is not None else [c.strategy for c in candidates if c.prior], [],
+                        scores[winner.strategy])
+    result.reasons = _reasons(result, pool, state, winner, budget_factor)
+    return result
+
+
+def _fmt_epochs(c: Candidate, epochs: int | None) -> str:
+    if c.head_only:
+        return "in full (head on cached features)"
+    return f"at {epochs} of {c.full_epochs} epochs" if epochs != c.full_epochs else f"in full ({epochs} epochs)"
+
+
+def _reasons(r: RaceResult, pool: Sequence[Candidate], state: _Race, winner: Candidate, factor: float) -> list[str]:
+    """What was measured and why the winner won, in sentences."""
+    scores, costs = state.scores, state.costs
+    runs = [e for e in r.entries if e.seconds > 0]
+    how = f"budget {r.budget:.0f} s"
+    if not r.budget_given:
+        how += f" = {factor:g} x the first run's {r.unit_seconds:.1f} s"
+    out = [(f"Race: {len(runs)} training runs of {len({e.strategy for e in runs})} strategies in {r.seconds:.0f} s "
+            f"({how}), successive halving with eta {r.eta} over {r.entries[-1].rung + 1} rung(s): end-to-end "
+            f"strategies trained 1 epoch, then the top 1/{r.eta} {r.eta}x as long; head-only ones ran once in "
+            "full. Scored on validation accuracy; the test split was not read.")]
+    text = f"Winner {winner.strategy}: validation accuracy {r.winner_val_accuracy:.4f} " + _fmt_epochs(
+        winner, state.ran.get(winner.strategy))
+    others = [c for c in pool if c is not winner]
+    if not others:
+        text += ", the only strategy measured."
+    else:
+        runner = max(others, key=lambda c: scores[c.strategy])
+        second = (f"{runner.strategy} ({scores[runner.strategy]:.4f} "
+                  f"{_fmt_epochs(runner, state.ran.get(runner.strategy))})")
+        gap = scores[winner.strategy] - scores[runner.strategy]
+        if gap > r.tie:
+            text += f", {gap * 100:.1f} points above the runner-up {second}."
+        else:
+            text += (f"; {second} is within the tie tolerance of {r.tie * 100:.1f} points (one validation "
+                     f"example, at least {TIE_MIN * 100:.1f}), and {winner.strategy} is the cheaper "
+                     f"(~{costs.full(winner):.0f} s for its full run against ~{costs.full(runner):.0f} s), so it "
+                     "wins the tie.")
+    if not winner.head_only and state.ran.get(winner.strategy) != winner.full_epochs:
+        text += f" The recommended run trains the full {winner.full_epochs} epochs."
+    out.append(text)
+    if r.prior:
+        verdict = ("the race agrees" if r.prior[0] == winner.strategy else
+                   f"the race measured it at {scores[r.prior[0]]:.4f}" if r.prior[0] in scores else
+                   "the race could not measure it")
+        out.append(f"The rule table (the prior, reasons below) advised {r.prior[0]}; {verdict}.")
+    if state.skipped:
+        out.append(f"Not measured, the budget was spent: {', '.join(state.skipped)}; raise --budget to race them.")
+    return out
+
+
+# -- the real trainer --------------------------------------------------------------------------
+def _equivalent(a: TrainConfig, b: TrainConfig) -> bool:
+    """Two configs train the same run: same settings, and one strategy class only renames or
+    fixes settings of the other (``linear-probe`` is feature extraction with the L-BFGS head)."""
+    if dataclasses.replace(a, strategy=b.strategy) != b:
+        return False
+    ca, cb = strategy_class(a.strategy), strategy_class(b.strategy)
+    sub, base = (ca, cb) if issubclass(ca, cb) else (cb, ca) if issubclass(cb, ca) else (None, None)
+    if sub is None or base is None:
+        return False
+    methods = [k for k, v in vars(sub).items() if not k.startswith("__")
+               and isinstance(v, (FunctionType, classmethod, staticmethod, property))]
+    return not methods and sub.phases == base.phases
+
+
+def candidates_for(prior: Sequence[tuple[str, Mapping[str, Any]]], base: Mapping[str, Any],
+                   modality: str | None = None) -> list[Candidate]:
+    """Every registered strategy as a candidate: feature extraction first (the budget's unit),
+    then the rule's choices (``prior``: strategy and settings), then the rest with defaults.
+
+    One candidate per strategy (the first settings named for it); a strategy that would train the
+    same run as an earlier candidate is left out.
+
+    Example:
+        >>> cands = candidates_for([("lp-ft", {"epochs": 5})], {"model": "m", "data": "d"})
+        >>> [(c.strategy, c.full_epochs, c.prior) for c in cands][:2]
+        [('feature-extraction', None, False), ('lp-ft', 5, True)]
+    """
+    names = strategy_names()
+    wanted: dict[str, tuple[dict[str, Any], bool]] = {}
+    for name, settings in prior:
+        if name in names and name not in wanted:
+            wanted[name] = ({k: v for k, v in settings.items() if k != "strategy"}, True)
+    order = [n for n in ("feature-extraction",) if n in names] + list(wanted) + list(names)
+    out: list[Candidate] = []
+    configs: list[TrainConfig] = []
+    for name in dict.fromkeys(order):
+        settings, is_prior = wanted.get(name, ({}, False))
+        cfg = TrainConfig(**base, strategy=name, **settings).resolved(modality)
+        if any(_equivalent(cfg, seen) for seen in configs):
+            continue
+        configs.append(cfg)
+        head_only = strategy_class(name).uses_feature_cache()
+        out.append(Candidate(name, settings, None if head_only else cfg.epochs, is_prior))
+    return out
+
+
+def train_trial(base: Mapping[str, Any], candidate: Candidate, epochs: int | None, time_budget: float | None,
+                folder: Path, *, progress: bool | None = None) -> Trial:
+    """Train one candidate with :func:`transferkit.train` and read what it kept on validation.
+
+    Only ``metrics.jsonl`` is read; the run's test metrics are not looked at.
+    """
+    settings = {**candidate.settings, **({"epochs": epochs} if epochs is not None else {})}
+    cfg = TrainConfig(**base, strategy=candidate.strategy, **settings, time_budget=time_budget, out=str(folder))
+    began = time.perf_counter()
+    run_dir = Path(train(cfg, progress=progress).run_dir)  # only the folder: the result holds test metrics
+    seconds = time.perf_counter() - began
+    records = read_epoch_records(run_dir / rf.METRICS)
+    backbone = [r for r in records if r.phase is Phase.FINE_TUNE]
+    return Trial(kept_val_accuracy(records), seconds, len(backbone), sum(r.seconds for r in backbone), str(run_dir))
+
+
+def race(model: str, data: DataOptions, prior: Sequence[tuple[str, Mapping[str, Any]]], *,
+         modality: str | None = None, budget: float | None = None, out: str | Path | None = None,
+         progress: bool | None = None, n_val: int | None = None, guess: tuple[float, float] = (1.0, 1.0),
+         trainer: Trainer | None = None, **model_options: Any) -> RaceResult:
+    """Race every registered strategy on ``model`` and ``data``; see the module for how.
+
+    Args:
+        model: model spec. data: the splits training would use.
+        prior: the rule table's choices, (strategy, settings), best first.
+        modality: the model's (``image`` or ``text``), for the strategies' defaults.
+        budget: seconds (default :data:`BUDGET_FACTOR` x the first run).
+        out: keep the run folders and ``race.json`` here (default: a temporary folder, removed).
+        n_val: validation examples (the tie tolerance); guess: see :func:`successive_halving`.
+        trainer: replaces :func:`train_trial` (tests).
+        **model_options: how training loads the model (pretrained, weights, max_length, device).
+
+    Returns:
+        A :class:`RaceResult`; its run folders' paths only when ``out`` is given.
+
+    Example:
+        >>> r = race("builtin:efficientnet_lite0", DataOptions("builtin:digits", per_class=10),
+        ...          [("feature-extraction", {"head_solver": "lbfgs"})], budget=300)  # doctest: +SKIP
+        >>> print(r.table())  # doctest: +SKIP
+    """
+    budget = check_budget(budget)
+    base = {"model": model, **dataclasses.asdict(data), **model_options}
+    candidates = candidates_for(prior, base, modality)
+    keep = out is not None
+    folder = (rf.new_empty_folder(Path(out), "Race folder") if keep
+              else Path(tempfile.mkdtemp(prefix="transferkit-race-")))
+    run_one = trainer or (lambda c, e, tb, f: train_trial(base, c, e, tb, f, progress=progress))
+    try:
+        result = successive_halving(candidates, run_one, folder, budget=budget, tie=tie_tolerance(n_val),
+                                    guess=guess, prior=[name for name, _ in prior])
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    if keep:
+        atomic_write_json(folder / RACE_JSON, dataclasses.asdict(result))
+    else:
+        for e in result.entries:
+            e.run_dir = None
+    return result
