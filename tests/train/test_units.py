@@ -18,7 +18,7 @@ from transferkit.io import atomic as rf
 from transferkit.io.records import EpochRecord, EventKind, Phase
 from transferkit.train.metrics_log import MetricsLog
 from transferkit.train.features import CachedFeatures, extract_features
-from transferkit.train.head import fit_head_adamw, fit_head_lbfgs, temper_head
+from transferkit.train.head import LBFGS_L2_GRID, fit_head_adamw, fit_head_lbfgs, temper_head
 from transferkit.train.loop import LoopSettings, fit
 from transferkit.train.metrics import classification_metrics
 from transferkit.train.schedule import warmup_cosine
@@ -137,7 +137,7 @@ def test_head_solvers_fold_standardisation(solver: str) -> None:
     train, val = CachedFeatures(x, y), CachedFeatures(xv, yv)
     if solver == "lbfgs":
         head, chosen = fit_head_lbfgs(train, val, 3)
-        assert chosen["l2"] in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+        assert chosen["l2"] in LBFGS_L2_GRID
     else:
         settings = LoopSettings(epochs=30, weight_decay=1e-4, patience=30, amp=False)
         head, _ = fit_head_adamw(train, val, 3, settings, 1e-2, 16, torch.Generator().manual_seed(0))
