@@ -173,7 +173,20 @@ def test_ties_go_to_the_cheaper(head, end_to_end, tie, winner) -> None:
     text = " ".join(result.reasons)
     if winner == HEAD and end_to_end > head:
         assert "within the tie tolerance" in text and "is the cheaper" in text
-        assert next(e for e in result.entries if e.strategy == "b").outcome == "tie, costlier"
+        assert [e for e in result.entries if e.strategy == "b"][-1].outcome == "tie, costlier"
+
+
+def test_a_tie_goes_to_the_rule_tables_choice() -> None:
+    # Glyphs, 5 per class, 1 validation example per class: LP-FT's phase 2 tied with the probe on
+    # validation (10 images) and lost the tie to the cheaper head, 6.4 test points below LP-FT.
+    acc = {HEAD: lambda e: 0.8, "b": lambda e: 0.8}
+    result, _, _ = run([Candidate(HEAD), Candidate("b", full_epochs=10, prior=True)], budget=10_000,
+                       accuracy=acc, tie=0.1)
+    assert result.winner == "b"
+    assert "is the rule table's choice, so it wins the tie" in " ".join(result.reasons)
+    result, _, _ = run([Candidate(HEAD), Candidate("b", full_epochs=10, prior=True)], budget=10_000,
+                       accuracy={HEAD: lambda e: 0.95, "b": lambda e: 0.8}, tie=0.1)
+    assert result.winner == HEAD  # beyond the tolerance, the measurement wins
 
 
 def test_failed_candidate_does_not_stop_the_race() -> None:

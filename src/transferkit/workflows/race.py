@@ -30,7 +30,8 @@ run that would not fit is skipped (the table says so); an end-to-end run that mi
 
 **The pick.** Among the candidates of the last rung, the highest validation accuracy; candidates
 within :func:`tie_tolerance` of it (one validation example, at least half a point) are a tie, and
-the tie goes to the cheapest (the estimated seconds of its full run).
+the tie goes to the rule table's choice (the prior: a tie is no evidence against it), else to the
+cheapest (the estimated seconds of its full run). Ties are ordered the same way for promotion.
 """
 
 from __future__ import annotations
@@ -381,7 +382,7 @@ def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder
         folder: where run folders go (``folder/rung<k>-<strategy>``).
         budget: seconds for the whole race (default ``budget_factor`` x the first run).
         eta: keep the top ``1/eta`` each rung, with ``eta`` times the epochs.
-        tie: validation accuracies within this are a tie, won by the cheaper full run.
+        tie: validation accuracies within this are a tie, won by the prior's choice, else the cheaper full run.
         guess: before any end-to-end run is measured, its overhead (loading, encoding, testing)
             and one epoch, as shares of the first run's seconds.
         prior: the rule table's strategies, its choice first (default: the candidates marked prior).
@@ -402,11 +403,18 @@ def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder
         raise ConfigError(f"eta: must be at least 2, got {eta!r}.")
     state = _Race(trainer, folder, budget, eta, guess, clock)
     scores, costs = state.scores, state.costs
+    prior = list(prior) if prior is not None else [c.strategy for c in candidates if c.prior]
+
+    def order(c: Candidate) -> tuple[int, float]:  # among ties: the prior's choice first, then the cheaper
+        return (prior.index(c.strategy) if c.strategy in prior else len(prior), costs.full(c))
     alive = list(candidates)
     rung = 0
     while True:
         entries = state.rung(alive, rung, budget_factor)
         pool = sorted((c for c in alive if c.strategy in scores), key=lambda c: (-scores[c.strategy], costs.full(c)))
+        if pool:  # a tie with the best is no evidence against the prior: its choice goes first
+            tied = [c for c in pool if scores[c.strategy] >= scores[pool[0].strategy] - tie - 1e-12]
+            pool = sorted(tied, key=order) + [c for c in pool if c not in tied]
         if not pool:
             raise TransferkitError("The race measured no strategy (every run failed or the budget ran out); "
                                    "see the log, raise --budget, or use --no-race.")
@@ -419,14 +427,14 @@ def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder
         alive, rung = [c for c in alive if c in keep], rung + 1  # priority order
     best = scores[pool[0].strategy]
     near = [c for c in pool if scores[c.strategy] >= best - tie - 1e-12]
-    winner = min(near, key=lambda c: (costs.full(c), -scores[c.strategy]))  # a tie: the cheaper full run
+    winner = min(near, key=order)  # a tie: the prior's choice, else the cheaper full run
     for e in entries:
         if e.strategy in scores and not e.outcome.startswith(("failed", "skipped")):
             e.outcome = ("winner" if e.strategy == winner.strategy else
                          "tie, costlier" if scores[e.strategy] >= best - tie - 1e-12 else "lost")
     result = RaceResult(winner.strategy, dict(winner.settings), state.entries, round(state.total or 0.0, 2),
                         budget is not None, round(clock() - state.start, 2), round(costs.unit or 0.0, 2), eta, tie,
-                        list(prior) if prior is not None else [c.strategy for c in candidates if c.prior], [],
+                        prior, [],
                         scores[winner.strategy])
     result.reasons = _reasons(result, pool, state, winner, budget_factor)
     return result
@@ -463,9 +471,11 @@ def _reasons(r: RaceResult, pool: Sequence[Candidate], state: _Race, winner: Can
             text += f", {gap * 100:.1f} points above the runner-up {second}."
         else:
             text += (f"; {second} is within the tie tolerance of {r.tie * 100:.1f} points (one validation "
-                     f"example, at least {TIE_MIN * 100:.1f}), and {winner.strategy} is the cheaper "
-                     f"(~{costs.full(winner):.0f} s for its full run against ~{costs.full(runner):.0f} s), so it "
-                     "wins the tie.")
+                     f"example, at least {TIE_MIN * 100:.1f}), and {winner.strategy} "
+                     + ("is the rule table's choice, so it wins the tie." if r.prior and winner.strategy in r.prior
+                        and (runner.strategy not in r.prior or r.prior.index(winner.strategy) < r.prior.index(runner.strategy))
+                        else f"is the cheaper (~{costs.full(winner):.0f} s for its full run against "
+                             f"~{costs.full(runner):.0f} s), so it wins the tie."))
     if not winner.head_only and state.ran.get(winner.strategy) != winner.full_epochs:
         text += f" The recommended run trains the full {winner.full_epochs} epochs."
     out.append(text)
