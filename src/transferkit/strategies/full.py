@@ -87,7 +87,9 @@ class LinearProbeThenFineTune(Strategy):
     ln(C), so a probe that interpolates a few-shot split still leaves phase 2 a gradient; phase 2
     fine-tunes everything from that head, the head at the backbone's rate (it is already fitted:
     10x, as for a random head, moved it off its solution in the first steps), with a warmup of
-    a fifth of the steps, and keeps the probe unless an epoch beats the probe's selection score.
+    a fifth of the steps, through the whole schedule (no early stop: on few-shot validation
+    splits the best epoch is noise), and keeps the latest epoch that scores at least the
+    probe's selection score on validation, else the probe.
     """
 
     name = "lp-ft"
@@ -100,4 +102,4 @@ class LinearProbeThenFineTune(Strategy):
     # probe, test accuracy 0.955 at 3e-4 and 0.967 at 1e-4 (full fine-tuning: 0.964).
     modality_defaults = MappingProxyType({"text": MappingProxyType({"lr": 1e-4})})
     phases = (HeadPhase(record=Phase.LINEAR_PROBE, settings=HEAD_DEFAULTS, temper=True),
-              FineTunePhase(keep_start_if_better=True))
+              FineTunePhase(keep_start_if_better=True, keep_latest=True))

@@ -41,10 +41,13 @@ class FineTunePhase:
         record: the phase name its metrics.jsonl lines carry.
         keep_start_if_better: score the starting weights on validation as "epoch 0" and keep
             them unless an epoch beats them (LP-FT: phase 2 never ends worse than its probe).
+        keep_latest: train the whole schedule and keep the latest epoch scoring at least the
+            start (``train.loop.fit``), instead of the best epoch with early stopping.
     """
 
     record: Phase = Phase.FINE_TUNE
     keep_start_if_better: bool = False
+    keep_latest: bool = False
 
 
 PhaseSpec = Union[HeadPhase, FineTunePhase]

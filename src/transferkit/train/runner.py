@@ -207,7 +207,8 @@ class _Trainer:
                      checkpoint=lambda ck: save_checkpoint(self.run_dir, ck), resume=resume,
                      baseline=phase.keep_start_if_better,
                      # a probe refitted on train + val has seen val: its honest score is the selection's
-                     baseline_score=self.probe_score if self.cfg.refit else None)
+                     baseline_score=self.probe_score if self.cfg.refit else None,
+                     keep_latest=phase.keep_latest)
         self.extra["best_epoch"] = result.best_epoch
         self.warnings += result.warnings
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
