@@ -82,7 +82,8 @@ def run_cell(data: str, modality: str, per_class: int, seed: int, strategy: str,
 def run_suite(args: argparse.Namespace) -> None:
     results_path = Path(args.results)
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {cell_key(r) for r in read_results(results_path)}
+    # Cells already in any results file of the folder (one file per worker process) are done.
+    done = {cell_key(r) for path in results_path.parent.glob('*.jsonl') for r in read_results(path)}
     strategies = strategy_names() if args.strategies == "all" else args.strategies.split(",")
     plans = {d: data_plan(d, args.max_test) for d in args.datasets.split(",")}
     # Cheapest, most informative cells first: every dataset at one size and seed before the next.
