@@ -71,11 +71,12 @@ def test_strategies_end_to_end(capsys, tmp_path, tiny_bert_dir, sentiment_csv, s
                  "--strategy", strategy, "--epochs", "2", "--out", str(run), *extra])
     assert code == 0, capsys.readouterr().err
     phases = [json.loads(x)["phase"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    expected = {"lp-ft": {"linear-probe", "fine-tune"}, "linear-probe": {"head-lbfgs"}}.get(strategy, {"fine-tune"})
+    # LP-FT's probe is the default L-BFGS head: its sweep steps are head-lbfgs records.
+    expected = {"lp-ft": {"head-lbfgs", "fine-tune"}, "linear-probe": {"head-lbfgs"}}.get(strategy, {"fine-tune"})
     assert set(phases) == expected
     metrics = json.loads((run / "test_metrics.json").read_text())
     if strategy == "lp-ft":  # the probe phase ends before fine-tuning starts
-        assert phases.index("fine-tune") == phases.count("linear-probe")
+        assert phases.index("fine-tune") == phases.count("head-lbfgs")
         assert 0 < metrics["probe_scale"] <= 1  # the probe was tempered (or already had the loss)
     assert metrics["strategy"] == strategy
     if strategy == "linear-probe":  # an L-BFGS sweep has no epochs
