@@ -8,7 +8,12 @@ import torch
 from transferkit.io.records import Phase
 from transferkit.train.features import CachedFeatures
 from transferkit.train.head import LBFGS_L2_GRID
-from transferkit.train.head_select import CV_BELOW_PER_CLASS, AdamWHead, cv_folds, select_and_fit_head
+from transferkit.train.head_select import (
+    CV_BELOW_PER_CLASS,
+    AdamWHead,
+    cv_folds,
+    select_and_fit_head,
+)
 from transferkit.train.loop import LoopSettings, fit
 from transferkit.train.metrics_log import MetricsLog
 

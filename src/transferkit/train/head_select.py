@@ -32,7 +32,15 @@ from torch import nn
 
 from ..io.records import EpochRecord, Phase
 from .features import CachedFeatures
-from .head import LBFGS_L2_GRID, LBFGS_INIT_SEED, _lbfgs, _standardizer, fit_head_adamw, fit_head_lbfgs, one_thread
+from .head import (
+    LBFGS_INIT_SEED,
+    LBFGS_L2_GRID,
+    _lbfgs,
+    _standardizer,
+    fit_head_adamw,
+    fit_head_lbfgs,
+    one_thread,
+)
 from .loop import LoopSettings
 from .metrics_log import MetricsLog
 from .progress import Progress
