@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,3 +80,14 @@ def helpers() -> object:
         write_jsonl=write_jsonl,
         text_rows=text_rows,
     )
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a connection fails, as on a machine without a network."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network access in a test of offline data")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

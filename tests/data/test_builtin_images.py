@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,17 +28,6 @@ CASES = [
     pytest.param("glyphs", list("ABCDEFGHIJ"), 115, (28, 28), id="glyphs"),
     pytest.param("faces", ["face", "not-face"], 100, (25, 25), marks=_needs_skimage, id="faces"),
 ]
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection fails, as on a machine without a network."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network access in a test of offline data")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def _stack(name: str) -> tuple[np.ndarray, list[str], float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.metadata
-import socket
 import time
 import types
 from collections import Counter
@@ -57,17 +56,6 @@ CASES = [
     pytest.param("fashion-mnist", "image", dict.fromkeys(FASHION, 500), marks=_needs_fashion,
                  id="fashion-mnist"),
 ]
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection fails, as on a machine without a network."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network access in a test of offline data")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def test_the_new_sets_are_registered_with_their_install_lines() -> None:
