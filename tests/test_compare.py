@@ -158,7 +158,7 @@ def test_cli_compare_all_strategies_json_and_table(capsys, tmp_path, tiny_bert_d
     (["--strategies", "feature-extraction,adapters"], ["'adapters'", *STRATEGY_NAMES]),
     (["--strategies", ","], ["no strategy given", "feature-extraction"]),
     (["--strategies", "full,full"], ["twice"]),
-    (["--time-budget", "0"], ["time_budget"]),
+    (["--time-budget", "0"], ["--time-budget", "above 0"]),
     (["--epochs", "0"], ["epochs"]),
 ])
 def test_cli_bad_input_exits_2_without_traceback(capsys, tmp_path, extra, fragments) -> None:

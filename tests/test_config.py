@@ -22,7 +22,7 @@ from conftest import assert_clean_error, run_cli, write_digit_folder
     ("bn: sometimes", ["bn", "one of train, freeze, freeze-stats"]),
     ("per_class: 2.5", ["per_class", "whole number"]),
     ("epoch: 3", ["epoch", "did you mean epochs?"]),
-    ("lr: .nan", ["lr", "a number"]),
+    ("lr: .nan", ["lr", "a finite number"]),
 ])
 def test_yaml_values_are_type_checked(tmp_path, capsys, text, fragments) -> None:
     path = tmp_path / "c.yaml"

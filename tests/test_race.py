@@ -326,8 +326,8 @@ def test_no_race_is_the_rule_answer(capsys, tiny_bert_dir, sentiment_csv) -> Non
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--budget", "-5"], "budget: must be a positive number"),
-    (["--budget", "nan"], "budget: must be a positive number"),
+    (["--budget", "-5"], "'--budget': '-5' is out of range"),
+    (["--budget", "nan"], "'--budget': 'nan' is not a finite number"),
     (["--budget", "0"], "budget"),
     (["--budget", "ten"], "--budget"),
     (["--no-race", "--budget", "10"], "--no-race"),

@@ -15,12 +15,16 @@ from .errors import (
     ConfigError,
     DataError,
     ExportError,
+    FileAccessError,
+    ModelLoadError,
     RunFolderError,
+    TrainingDivergedError,
     TransferkitError,
     UnknownModelError,
     UnsupportedModelError,
     WeightsMismatchError,
     WeightsUnavailableError,
+    file_access_error,
 )
 from .export import DEFAULT_FORMAT as DEFAULT_EXPORT_FORMAT
 from .export import EXPORT_FORMATS, ExportedModel, ExportResult, export_run, load_exported
@@ -53,5 +57,6 @@ __all__ = [
     "lora_savings", "resolve_targets", "LoraSettings",
     "export_run", "ExportResult", "load_exported", "ExportedModel", "ExportError", "BackendUnavailableError",
     "TransferkitError", "ConfigError", "DataError", "RunFolderError", "UnknownModelError",
-    "UnsupportedModelError", "WeightsMismatchError", "WeightsUnavailableError", "__version__",
+    "UnsupportedModelError", "WeightsMismatchError", "ModelLoadError", "WeightsUnavailableError", "__version__",
+    "FileAccessError", "TrainingDivergedError", "file_access_error",
 ]

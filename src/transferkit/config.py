@@ -17,6 +17,8 @@ import difflib
 import functools
 import math
 import numbers
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +31,8 @@ from .errors import ConfigError
 from .io.atomic import atomic_write_text
 from .registry import FEATURE_BACKENDS, STRATEGIES
 
-__all__ = ["DataOptions", "TrainConfig", "HeadSolver", "BnPolicy", "Pooling", "ImageSize", "check_fractions"]
+__all__ = ["DataOptions", "TrainConfig", "HeadSolver", "BnPolicy", "Pooling", "ImageSize", "check_fractions",
+           "check_device_name", "MAX_IMAGE_SIZE"]
 
 HeadSolver = Literal["adamw", "lbfgs"]
 BnPolicy = Literal["train", "freeze", "freeze-stats"]
@@ -95,11 +98,27 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` is NaN or infinite, alone or inside a list (``group_lrs``)."""
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, str):  # "nan" and "inf" in a YAML file are text to YAML 1.1
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def _check_types(obj: Any) -> None:
     """Check (and normalise) every field of a config dataclass against its annotation."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         fits, out = _coerce(value, _hints(type(obj))[f.name])
+        if not fits and _non_finite(out):
+            raise ConfigError(f"{f.name}: expected a finite number, got {value!r}; NaN and infinity are "
+                              "not settings: give an ordinary number (`transferkit train --help` lists "
+                              "each option's range).")
         if not fits:
             raise ConfigError(f"{f.name}: expected {_describe(_hints(type(obj))[f.name])}, got {value!r}.")
         if out is not value:
@@ -111,6 +130,21 @@ def _check_positive(obj: Any, *names: str) -> None:
         value = getattr(obj, name)
         if value is not None and value <= 0:
             raise ConfigError(f"{name}: must be a positive number, got {value!r}.")
+
+
+def _check_cache_dir(value: str | None) -> None:
+    """``cache_dir`` must be a folder, or a path where one can be made, and writable: checked
+    before a run folder exists, not when the feature cache first spills."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"cache_dir: {existing} is a file, not a folder; give --cache-dir a folder "
+                          f"(it is made if missing) for the feature cache's spill file.")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cache_dir: {existing} is not writable; give --cache-dir a folder you can "
+                          f"write to for the feature cache's spill file.")
 
 
 def _check_range(obj: Any, name: str, low: float, high: float) -> None:
@@ -136,6 +170,26 @@ def check_fractions(val_fraction: Any, test_fraction: Any) -> None:
         )
 
 
+#: Largest ``image_size`` in pixels: a [B, 3, 4096, 4096] float batch is already 200 MB per image.
+MAX_IMAGE_SIZE = 4096
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device_name(name: Any) -> str:
+    """Raise ``ConfigError`` unless ``name`` is ``auto``, ``cpu``, ``mps``, ``cuda`` or
+    ``cuda:N``; whether that device is present is checked when it is used
+    (``train.device.resolve_device``), because a saved config must load on any machine.
+
+    Example:
+        >>> check_device_name("cuda:1")
+        'cuda:1'
+    """
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name.strip()):
+        raise ConfigError(f"device: {name!r} is not a device; use auto, cpu, cuda, cuda:N (N a GPU "
+                          "number from 0, as nvidia-smi lists them) or mps.")
+    return name.strip()
+
+
 def _parse_group_lrs(value: Any) -> Any:
     """``"1e-5,1e-4"`` (CLI, schema-1 YAML) -> ``[1e-05, 0.0001]``; lists pass through."""
     if not isinstance(value, str):
@@ -147,6 +201,10 @@ def _parse_group_lrs(value: Any) -> Any:
             f"group_lrs: {value!r} is not a comma-separated list of numbers; write one learning "
             "rate per layer group, e.g. 1e-5,1e-4,1e-3."
         ) from None
+
+
+#: PIL's own default cap on pixels per image (about 9,459 x 9,459), set explicitly by transferkit.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass
@@ -174,6 +232,11 @@ class DataOptions:
         "median image side, a multiple of 32, at most native) or pixels. Default: native for "
         "training, auto for the end-to-end points of `efficiency`."
     )
+    skip_bad_rows: bool = _help(
+        "Skip (and count) CSV/TSV rows with more fields than the header instead of stopping.", False)
+    max_image_pixels: int = _help(
+        "The most pixels an image may have (width x height); larger ones are skipped as too large "
+        "(a decompression-bomb guard; PIL's default).", DEFAULT_MAX_IMAGE_PIXELS)
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, str) and self.image_size.strip().isdigit():  # "64" from the CLI
@@ -187,8 +250,11 @@ class DataOptions:
         if self.per_class is not None and self.per_class < 1:
             raise ConfigError(f"per_class must be a whole number of at least 1 (training examples kept per "
                               f"class), got {self.per_class!r}. Leave it unset to train on all the data.")
-        if isinstance(self.image_size, int) and self.image_size < 16:
-            raise ConfigError(f"image_size: auto, native or a whole number of pixels >= 16, got {self.image_size!r}.")
+        if isinstance(self.image_size, int) and not 16 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size: auto, native or a whole number of pixels from 16 to {MAX_IMAGE_SIZE}, "
+                              f"got {self.image_size!r}.")
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"max_image_pixels: a whole number of pixels >= 1, got {self.max_image_pixels!r}.")
 
     @property
     def data_options(self) -> DataOptions:
@@ -267,7 +333,14 @@ class TrainConfig(DataOptions):
     device: str = _help("cpu, cuda, cuda:N or auto.", "auto")
     amp: bool = _help("Mixed precision (bfloat16 autocast) where the device supports it.", True)
     num_workers: int = _help("DataLoader worker processes for image decoding.", 0)
-    feature_cache_mb: int = _help("Feature cache held in memory up to this size, then on disk.", 2048)
+    feature_cache_mb: int = _help(
+        "Feature cache: the cached features of all splits together are held in memory up to "
+        "this many MB; a split past it is memory-mapped from a file on disk.", 2048
+    )
+    cache_dir: str | None = _help(
+        "Folder for the feature cache's spill file (default: the run folder's disk, never a "
+        "RAM-backed temporary folder). The file is deleted as soon as it is opened."
+    )
     backend: str = _help(
         "Frozen-backbone feature extraction engine: torch, or onnxruntime (the backbone is "
         "exported once and run in ONNX Runtime).", "torch"
@@ -288,22 +361,22 @@ class TrainConfig(DataOptions):
         super().__post_init__()
         STRATEGIES.get(self.strategy)  # an unknown name lists the registered strategies
         FEATURE_BACKENDS.get(self.backend)
+        _check_cache_dir(self.cache_dir)
         if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay: must be in (0, 1], got {self.lr_decay!r}.")
         if self.group_lrs is not None and (not self.group_lrs or any(v <= 0 for v in self.group_lrs)):
             raise ConfigError(f"group_lrs: every learning rate must be positive, got {self.group_lrs!r}.")
-        if self.device != "auto" and not str(self.device).startswith(("cpu", "cuda", "mps")):
-            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps.")
-        _check_positive(self, "batch_size", "epochs", "max_length", "patience", "lr", "last_n",
+        self.device = check_device_name(self.device)
+        _check_positive(self, "batch_size", "epochs", "max_length", "patience", "lr", "head_lr_scale", "last_n",
                         "unfreeze_every", "gradual_groups", "time_budget", "lora_rank", "lora_alpha")
+        _check_range(self, "overfit_gap", 0.0, 1.0)  # a difference of two accuracies
         _check_range(self, "lora_dropout", 0.0, 0.9)
         _check_range(self, "warmup_fraction", 0.0, 0.9)
         _check_range(self, "label_smoothing", 0.0, 0.9)
         if not 0.0 <= self.probe_energy < 1.0:
             raise ConfigError(f"probe_energy: must be in [0, 1) (a share of ln(C); 0 disables "
                               f"tempering the probe), got {self.probe_energy!r}.")
-        for name in ("weight_decay", "grad_clip", "num_workers", "feature_cache_mb", "head_lr_scale",
-                     "overfit_gap"):
+        for name in ("weight_decay", "grad_clip", "num_workers", "feature_cache_mb"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)!r}.")
 

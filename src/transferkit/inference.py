@@ -16,7 +16,7 @@ import torch
 
 from .config import TrainConfig
 from .data import Split, load_eval_split, to_pil_rgb
-from .errors import DataError, RunFolderError
+from .errors import ConfigError, DataError, RunFolderError
 from .io import runfolder as rf
 from .io.atomic import load_weights
 from .models import ModelSpec, TransferModel, build_model_from_spec
@@ -45,6 +45,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
         ['0', '1', '2']
     """
     run_dir = rf.check_run_folder(Path(run_dir))
+    torch_device = resolve_device(device)  # a device that is not there fails before any loading
     try:
         spec = ModelSpec.from_dict(json.loads((run_dir / rf.MODEL_SPEC).read_text(encoding="utf-8")))
         config = TrainConfig.load(run_dir / rf.CONFIG)
@@ -55,7 +56,6 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
         model.load_state_dict(load_weights(run_dir / rf.WEIGHTS), strict=True)
     except RuntimeError as exc:
         raise RunFolderError(f"The weights in {run_dir / rf.WEIGHTS} do not fit the model in model_spec.json ({str(exc)[:300]}); train again.") from None
-    torch_device = resolve_device(device)
     prepare_model_layout(model, spec.modality).to(torch_device).eval()
     return Run(run_dir, model, config, list(spec.labels))
 
@@ -112,6 +112,14 @@ def _read_inputs(run: Run, inputs: Sequence[str]) -> Split:
     return Split(list(inputs), [0] * len(inputs))
 
 
+def check_top_k(top_k: Any) -> int:
+    """Raise ``ConfigError`` unless ``top_k`` is a whole number >= 1 (more than the number of
+    classes is fine: every label is listed)."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k: must be a whole number of at least 1 (labels listed per input), got {top_k!r}.")
+    return top_k
+
+
 def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5, device: str = "cpu",
             batch_size: int | None = None) -> list[dict[str, Any]]:
     """Top-k labels with probabilities for image files or texts.
@@ -128,6 +136,7 @@ def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5,
         >>> predict("runs/my-run", ["cat.jpg"], top_k=3)[0]["label"]  # doctest: +SKIP
         'cat'
     """
+    check_top_k(top_k)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device)
     split = _read_inputs(run, inputs)
     loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))

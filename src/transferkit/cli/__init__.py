@@ -7,6 +7,7 @@ Bad input is reported as one paragraph on standard error with exit status 2 and 
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Sequence
 
@@ -43,12 +44,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except tk.TransferkitError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_paragraph(str(exc))}", err=True)
         return 2
-    except OSError as exc:
+    except OSError as exc:  # a file operation outside transferkit's own writers: name it too
         if debug:
             raise
-        click.echo(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''}). "
-                   "Check the path and its permissions.", err=True)
-        return 1
+        error = tk.file_access_error(exc, _operation(exc))
+        click.echo(f"error: {_one_paragraph(str(error))}", err=True)
+        return 2
     return 0
+
+
+def _one_paragraph(text: str) -> str:
+    """Messages that quote a library's multi-line text still print as one paragraph."""
+    return " ".join(text.split())
+
+
+# Function names in an OSError's traceback -> the operation that failed (innermost match wins).
+_OPERATIONS = {
+    "mkdir": "create the folder", "makedirs": "create the folder", "mkdtemp": "create a folder in",
+    "rmtree": "remove", "unlink": "remove", "remove": "remove", "rmdir": "remove",
+    "iterdir": "list the folder", "scandir": "list the folder", "listdir": "list the folder",
+    "glob": "list the folder", "copyfile": "copy", "copy2": "copy", "copytree": "copy",
+    "replace": "rename", "rename": "rename", "move": "move",
+    "write_text": "write", "write_bytes": "write", "save_file": "write", "savefig": "write",
+    "save": "write", "dump": "write", "symlink_to": "create the link",
+    "read_text": "read", "read_bytes": "read", "load_file": "read", "load": "read",
+    "safe_load": "read", "stat": "read",
+}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _operation(exc: OSError) -> str:
+    """What was being done when ``exc`` was raised, from its traceback (``open`` by its mode)."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        name = frame.f_code.co_name
+        if name == "open":
+            mode = str(frame.f_locals.get("mode", "r"))
+            return "write" if any(c in mode for c in "wax+") else "read"
+        if name in _OPERATIONS:
+            return _OPERATIONS[name]
+    return "write" if exc.errno in _WRITE_ERRNOS else "access"

@@ -11,7 +11,7 @@ import click
 import transferkit as tk
 
 from .app import cli
-from .options import data_from, data_options, field_options
+from .options import POSITIVE_SECONDS, data_from, data_options, field_options
 
 __all__ = ["compare_cmd", "recommend_cmd"]
 
@@ -24,7 +24,7 @@ _MODEL_FIELDS = ("max_length", "device", "weights")
 @click.option("--data", "data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
 @click.option("--strategies", "strategies", help="Comma-separated strategies (default: all of them).")
 @click.option("--out", "out", help="Comparison folder (default: runs/compare-<model>-<time>).")
-@click.option("--time-budget", "time_budget", type=float,
+@click.option("--time-budget", "time_budget", type=POSITIVE_SECONDS,
               help="Seconds for the whole comparison, shared equally by the strategies still to run.")
 @click.option("--pretrained/--no-pretrained", "pretrained", default=None,
               help="Start from pre-trained weights (default) or from random weights.")
@@ -60,7 +60,7 @@ def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
 @click.option("--race/--no-race", "race", default=True,
               help="Race the strategies on the data by successive halving and pick on validation "
                    "accuracy (default), or give the rule table's answer alone, in seconds.")
-@click.option("--budget", "budget", type=float, metavar="SECONDS",
+@click.option("--budget", "budget", type=POSITIVE_SECONDS, metavar="SECONDS",
               help=f"Seconds for the race (default: {tk.workflows.RACE_BUDGET_FACTOR:g} x one "
                    "feature-extraction run on this data).")
 @click.option("--out", "out", help="Keep the race's run folders and race.json here (default: a temporary folder).")

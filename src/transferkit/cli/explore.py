@@ -11,7 +11,7 @@ import click
 from transferkit import workflows
 
 from .app import cli
-from .options import data_from, data_options
+from .options import COUNT, POSITIVE_SECONDS, FiniteFloat, data_from, data_options
 
 __all__ = ["efficiency_cmd", "explore", "lora_cmd", "plot_cmd", "report_cmd"]
 
@@ -31,10 +31,10 @@ def _show_rows(result: Any, describe: Callable[[list[dict[str, Any]]], list[str]
 @click.option("--data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
 @click.option("--per-class", "per_class", default="5,10,20,50,100", show_default=True,
               help="Training-set sizes, examples per class, strictly increasing (nested subsets).")
-@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per size (0, 1, ...).")
+@click.option("--seeds", type=COUNT, default=3, show_default=True, help="Seeds per size (0, 1, ...).")
 @click.option("--methods", default=",".join(workflows.METHODS), show_default=True,
               help="Which of feature-extraction, fine-tune, scratch (--no-pretrained with a from-scratch recipe).")
-@click.option("--time-budget", "time_budget", type=float, default=workflows.DEFAULT_TIME_BUDGET, show_default=True,
+@click.option("--time-budget", "time_budget", type=FiniteFloat(0), default=workflows.DEFAULT_TIME_BUDGET, show_default=True,
               help="Seconds for the whole command, shared by the end-to-end points (0: no limit, every "
                    "point runs its recipe's epoch cap).")
 @click.option("--out", help="Output folder (default: runs/efficiency-<model>-<time>).")
@@ -80,9 +80,9 @@ def explore() -> None:
 @click.option("--model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
 @click.option("--data", help="With data: a short real run per depth (test accuracy per depth).")
 @click.option("--out", help="Output folder (default: runs/freezing-<model>-<time>).")
-@click.option("--num-classes", "num_classes", type=int, help="Head size for counts without --data (default 10).")
-@click.option("--epochs", type=int, help="Epochs per run (default 3).")
-@click.option("--time-budget", "time_budget", type=float, help="Seconds for all runs, shared by the depths.")
+@click.option("--num-classes", "num_classes", type=COUNT, help="Head size for counts without --data (default 10).")
+@click.option("--epochs", type=COUNT, help="Epochs per run (default 3).")
+@click.option("--time-budget", "time_budget", type=POSITIVE_SECONDS, help="Seconds for all runs, shared by the depths.")
 @click.option("--json", "as_json", is_flag=True, help="Print freezing.json's rows as one JSON array.")
 @data_options()
 def freezing_cmd(model: str, data: str | None, out: str | None, num_classes: int | None, time_budget: float | None,
@@ -106,7 +106,7 @@ def freezing_cmd(model: str, data: str | None, out: str | None, num_classes: int
               help="A target set: comma-separated module-name patterns, all-linear or all. Repeat for "
                    "several sets (default: the model's default set, all-linear and all).")
 @click.option("--ranks", "ranks", default="1,2,4,8,16,32,64", show_default=True, help="Comma-separated ranks.")
-@click.option("--num-classes", "num_classes", default=workflows.DEFAULT_NUM_CLASSES, show_default=True, type=int,
+@click.option("--num-classes", "num_classes", default=workflows.DEFAULT_NUM_CLASSES, show_default=True, type=COUNT,
               help="Outputs of the new head (it trains in full).")
 @click.option("--adapter", "adapter", type=click.Path(),
               help="An adapter folder (a LoRA run's adapter/, or PEFT's): count it on this model instead "
@@ -149,7 +149,7 @@ cli.add_command(lora_cmd, "lora-savings")  # the same command under its first na
 @explore.command("transferability")
 @click.option("--model", required=True, help="Model spec, e.g. builtin:efficientnet_lite0.")
 @click.option("--data", required=True, help="Folder of class folders, CSV/TSV/JSONL file, or builtin:NAME.")
-@click.option("--eval-per-class", "eval_per_class", type=int, default=50, show_default=True,
+@click.option("--eval-per-class", "eval_per_class", type=COUNT, default=50, show_default=True,
               help="Validation and test examples per class (at most).")
 @click.option("--control/--no-control", default=True, show_default=True,
               help="Also probe the same architecture with random weights.")

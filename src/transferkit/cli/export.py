@@ -10,6 +10,7 @@ import click
 import transferkit as tk
 
 from .app import cli
+from .options import COUNT, FiniteFloat
 
 __all__ = ["export_cmd"]
 
@@ -22,16 +23,16 @@ _FORMATS = [tk.EXPORT_FORMATS.get(name) for name in tk.EXPORT_FORMATS.names()]
               show_default=True, help=", ".join(f.help for f in _FORMATS) + ".")
 @click.option("--out", "out", type=click.Path(dir_okay=False),
               help="File to write (default: RUN_DIR/export/" + ", ".join(f.default_file for f in _FORMATS) + ").")
-@click.option("--opset", type=int, help="ONNX opset (default: the exporter's).")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: the exporter's).")
 @click.option("--dynamic-batch/--fixed-batch", "dynamic_batch", default=True, show_default=True,
               help="Any batch size (and, for text, any length), or batches of exactly one.")
 @click.option("--quantize", type=click.Choice(["int8"]),
               help="ONNX only: ONNX Runtime dynamic int8 quantization; reports the validation accuracy change.")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+@click.option("--tolerance", type=FiniteFloat(0), default=1e-4, show_default=True,
               help="Largest absolute logit difference from the eager model that verification accepts.")
 @click.option("--verify/--no-verify", "verify", default=True, show_default=True,
               help="Run the file on validation examples and compare with the eager model.")
-@click.option("--samples", type=int, default=16, show_default=True, help="Validation examples used to verify.")
+@click.option("--samples", type=COUNT, default=16, show_default=True, help="Validation examples used to verify.")
 @click.option("--merge/--no-merge", "merge", default=True, show_default=True,
               help="LoRA runs: export the merged model, or the adapter as separate low-rank layers.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")

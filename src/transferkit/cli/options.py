@@ -9,6 +9,7 @@ become choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Callable, Iterable, Literal, Union
@@ -17,10 +18,51 @@ import click
 
 import transferkit as tk
 
-__all__ = ["field_options", "train_options", "data_options", "given", "data_from", "TRAIN_POSITIONAL"]
+__all__ = ["field_options", "train_options", "data_options", "given", "data_from", "TRAIN_POSITIONAL",
+           "FiniteFloat", "POSITIVE_SECONDS", "COUNT"]
 
 # TrainConfig fields that commands declare by hand (``train`` has its own --model, --data, ...).
 TRAIN_POSITIONAL = ("model", "data", "out", "pretrained")
+
+
+class FiniteFloat(click.ParamType):
+    """A number option that rejects NaN and infinity (click's ``float`` and ``FloatRange`` accept
+    ``nan``, which passes every comparison) and checks a range.
+
+    Example:
+        >>> FiniteFloat(0, low_open=True).convert("2.5", None, None)
+        2.5
+    """
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, *, low_open: bool = False, high: float | None = None) -> None:
+        self.low, self.low_open, self.high = low, low_open, high
+
+    def _range(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"from {self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        return f"at most {self.high:g}" if self.high is not None else "any finite number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; give a number {self._range()}.", param, ctx)
+        too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
+        if too_low or (self.high is not None and number > self.high):
+            self.fail(f"{value!r} is out of range; give a number {self._range()}.", param, ctx)
+        return number
+
+
+#: Seconds of a time budget: a positive, finite number.
+POSITIVE_SECONDS = FiniteFloat(0, low_open=True)
+#: A count of things (classes, epochs, seeds, examples): a whole number >= 1.
+COUNT = click.IntRange(min=1)
 
 
 def _click_type(annotation: Any) -> Any:

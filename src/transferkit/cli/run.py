@@ -179,7 +179,8 @@ def _expand_inputs(inputs: Sequence[str], modality: str) -> list[str]:
 @cli.command("predict")
 @click.argument("run_dir", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-k", "--top-k", default=3, show_default=True, help="How many labels to show per input.")
+@click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many labels to show per input (at least 1).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input (input, label, score, top_k).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from ..errors import ExportError
-from .formats import EXPORT_FORMATS
+from ..inference import check_top_k
+from .formats import EXPORT_FORMATS, check_pair
 from .graph import GraphInputs
 from .preprocess import load_tokenizer, preprocess_images, tokenize
 from .sidecar import read_sidecar, tokenizer_dir
@@ -81,6 +82,7 @@ class ExportedModel:
         Returns:
             One dict per input: ``{"input", "label", "score", "top_k": [{"label", "score"}, ...]}``.
         """
+        check_top_k(top_k)
         rows = top_k_rows([str(i) for i in inputs], self.logits(list(inputs), batch_size), self.labels, top_k)
         return rows
 
@@ -103,4 +105,6 @@ def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"Exported model {path} does not exist; give the file `transferkit export` printed.")
-    return ExportedModel(path, read_sidecar(path), device)
+    sidecar = read_sidecar(path)
+    check_pair(path, sidecar)  # not another export's sidecar (a --force replacement cut short)
+    return ExportedModel(path, sidecar, device)

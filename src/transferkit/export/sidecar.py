@@ -19,7 +19,7 @@ from ..models import ModelSpec
 from .formats import EXPORT_FORMATS
 from .graph import GraphInputs
 
-__all__ = ["sidecar_path", "tokenizer_dir", "build_sidecar", "read_sidecar", "is_exported"]
+__all__ = ["sidecar_path", "tokenizer_dir", "build_sidecar", "read_sidecar", "is_exported", "missing_keys"]
 
 SCHEMA = 1
 
@@ -98,12 +98,54 @@ def read_sidecar(artifact: str | Path) -> dict[str, Any]:
         data = read_metadata(artifact) or {}
     else:
         data = {}
-    if data.get("format") not in EXPORT_FORMATS or not data.get("labels"):
+    if not isinstance(data, dict) or data.get("format") not in EXPORT_FORMATS or not data.get("labels"):
         raise ExportError(
             f"{artifact} is not a transferkit export: {path.name} (its sidecar with the labels and "
             "preprocessing) is missing or incomplete. Give a run folder, or a file written by "
             "`transferkit export`."
         )
+    missing = missing_keys(data)
+    if missing:
+        raise ExportError(
+            f"The sidecar {path} lacks {', '.join(missing)}, which predicting with {artifact.name} needs; "
+            "it was edited or cut short. Export the run again (`transferkit export RUN_DIR --force`)."
+        )
+    return data
+
+
+# What ExportedModel reads, by modality: (dotted key, the type it must have).
+_REQUIRED: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
+    "": (("modality", str), ("inputs", list), ("preprocessing", dict)),
+    "image": (("preprocessing.image", dict), ("preprocessing.image.resize_size", int),
+              ("preprocessing.image.crop_size", int), ("preprocessing.image.mean", list),
+              ("preprocessing.image.std", list), ("preprocessing.image.interpolation", str)),
+    "text": (("preprocessing.text", dict), ("preprocessing.text.max_length", int)),
+}
+
+
+def missing_keys(data: dict[str, Any]) -> list[str]:
+    """The keys ``ExportedModel`` needs that ``data`` lacks or holds with the wrong type.
+
+    Example:
+        >>> missing_keys({"modality": "image", "inputs": [], "preprocessing": {"image": {}}})[:2]
+        ['preprocessing.image.resize_size', 'preprocessing.image.crop_size']
+    """
+    modality = data.get("modality")
+    wanted = _REQUIRED[""] + (_REQUIRED[modality] if modality in ("image", "text") else ())
+    missing = [key for key, kind in wanted if not isinstance(_lookup(data, key), kind)
+               or isinstance(_lookup(data, key), bool)]
+    if "modality" not in missing and modality not in ("image", "text"):
+        missing.append("modality (image or text)")
+    inputs = data.get("inputs")
+    if isinstance(inputs, list) and (not inputs or not all(
+            isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("shape"), list) for i in inputs)):
+        missing.append("inputs[].name and .shape")
+    return missing
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
     return data
 
 

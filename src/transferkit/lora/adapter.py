@@ -14,6 +14,7 @@ sibling folder that is renamed into place, so a reader never sees half an adapte
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -135,6 +136,7 @@ def _replace_folder(new: Path, folder: Path) -> None:
 
 
 def _read(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / f).is_file()]
@@ -144,8 +146,12 @@ def _read(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / WEIGHTS_FILE))
-    except (ValueError, OSError) as exc:
-        raise ConfigError(f"load_adapter: {folder} holds an unreadable adapter ({exc}); save it again.") from None
+    except (ValueError, OSError, SafetensorError) as exc:  # truncated, not JSON, not safetensors
+        raise ConfigError(f"load_adapter: {folder} holds an unreadable adapter ({type(exc).__name__}: {exc}); "
+                          "the file is damaged or cut short: save or copy the adapter again.") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"load_adapter: {folder / CONFIG_FILE} must hold a JSON object (PEFT's LoraConfig), "
+                          f"not {type(config).__name__}; save the adapter again.")
     return config, tensors
 
 
@@ -157,6 +163,11 @@ def _check_config(config: dict[str, Any], folder: Path) -> None:
                     ("rank_pattern", {}), ("alpha_pattern", {})):
         if config.get(key, ok) not in (ok, None):
             problems.append(f"{key} = {config[key]!r}")
+    for key, kinds in (("r", int), ("lora_alpha", (int, float))):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)
+                                  or not math.isfinite(value) or value <= 0):
+            problems.append(f"{key} = {value!r} (expected a positive {'whole ' if key == 'r' else ''}number)")
     if problems:
         raise ConfigError(f"load_adapter: {folder} is an adapter transferkit cannot load ({'; '.join(problems)}); "
                           "it loads plain LoRA adapters with one rank and alpha for all layers.")

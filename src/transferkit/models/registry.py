@@ -102,10 +102,49 @@ def load_model(
     weights_path = str(weights) if weights is not None else None
     module = _source_module(source)
     if source in ("hf", "builtin"):
-        return module.load(name, int(num_classes), pretrained=pretrained, weights_path=weights_path,
-                           pooling=pooling, max_length=max_length)
+        model = module.load(name, int(num_classes), pretrained=pretrained, weights_path=weights_path,
+                            pooling=pooling, max_length=max_length)
+        return _fit_max_length(model, max_length)
     # Image models: pooling/max_length are text settings and do not apply.
     return module.load(name, int(num_classes), pretrained=pretrained, weights_path=weights_path)
+
+
+# Model types whose position ids start after the padding index (RoBERTa: padding_idx 1, first
+# position 2), so two of max_position_embeddings can never hold a token.
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "mpnet": 2,
+                    "data2vec-text": 2}
+
+
+def max_tokens(model: TransferModel) -> int | None:
+    """The most tokens per text a text model can read: its position embeddings
+    (``max_position_embeddings``, less RoBERTa's offset) and its tokenizer's ``model_max_length``
+    where that is set; None for image models or when neither says."""
+    if model.spec.text is None:
+        return None
+    config = getattr(getattr(model.backbone, "model", None), "config", None)
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions - _POSITION_OFFSET.get(str(getattr(config, "model_type", "")), 0))
+    tokenizer_max = getattr(model.tokenizer(), "model_max_length", None)
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < 1_000_000:  # unset: a huge sentinel
+        limits.append(tokenizer_max)
+    return min(limits) if limits else None
+
+
+def _fit_max_length(model: TransferModel, asked: int | None) -> TransferModel:
+    """Check ``--max-length`` against :func:`max_tokens` (a longer text would index past the
+    position embeddings mid-training); the default (128) is lowered to the limit instead."""
+    limit = max_tokens(model)
+    if limit is None or model.spec.text is None or model.spec.text.max_length <= limit:
+        return model
+    if asked is not None:
+        raise ConfigError(
+            f"max_length: {model.spec.spec_string} reads at most {limit} tokens per text (its position "
+            f"embeddings end there), got {asked}; give --max-length {limit} or less."
+        )
+    model.spec.text.max_length = limit
+    return model
 
 
 def build_model_from_spec(spec: ModelSpec, assets_dir: str | Path | None = None) -> TransferModel:

@@ -23,6 +23,8 @@ from transferkit.errors import WeightsMismatchError, WeightsUnavailableError
 
 __all__ = [
     "OFFLINE_ENV",
+    "OFFLINE_ENVS",
+    "offline_variable",
     "is_offline",
     "network_timeout",
     "unavailable_error",
@@ -33,12 +35,23 @@ __all__ = [
 
 #: Set to 1 to never try a download (tests, air-gapped machines).
 OFFLINE_ENV = "TRANSFERKIT_OFFLINE"
+#: Every variable that means "offline"; HuggingFace's own two are honoured the same way, so a
+#: machine set up for transformers never sees a connection attempt from transferkit either.
+OFFLINE_ENVS = (OFFLINE_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _TIMEOUT_S = 10.0
 
 
+def offline_variable() -> str | None:
+    """The first of :data:`OFFLINE_ENVS` set to 1/true/yes/on (huggingface_hub's rule), or None."""
+    return next((v for v in OFFLINE_ENVS if os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}), None)
+
+
 def is_offline() -> bool:
-    """True when ``TRANSFERKIT_OFFLINE`` is set to 1/true/yes."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    """True when ``TRANSFERKIT_OFFLINE``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is 1/true/yes/on.
+
+    Read at call time (huggingface_hub reads its variables once, at import).
+    """
+    return offline_variable() is not None
 
 
 @contextlib.contextmanager
@@ -91,7 +104,7 @@ def unavailable_error(what: str, looked_for: str, cause: BaseException | None = 
     tried = (
         f" Downloading failed ({type(cause).__name__}: {cause})."
         if cause is not None
-        else f" No download was tried because {OFFLINE_ENV}=1."
+        else f" No download was tried because {offline_variable() or OFFLINE_ENV}=1 (unset it to allow one)."
     )
     return WeightsUnavailableError(
         f"Pre-trained weights for {what} are not available offline: looked for {looked_for}."
@@ -124,15 +137,22 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             f"(.pt/.pth/.bin or .safetensors), or use `--no-pretrained`."
         )
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        obj: object = load_file(str(path), device="cpu")
+        try:
+            obj: object = load_file(str(path), device="cpu")
+        except SafetensorError as err:  # truncated download, wrong file renamed .safetensors
+            raise WeightsMismatchError(
+                f"Cannot read weights file {path}: it is truncated or not a safetensors file "
+                f"({err}). Download or copy it again, or pass a torch state_dict (.pt/.pth)."
+            ) from None
     else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as err:  # pickle of arbitrary objects, corrupt file, ...
             raise WeightsMismatchError(
-                f"Cannot read weights file {path} ({type(err).__name__}: {err}). It must be a "
+                f"Cannot read weights file {path} ({type(err).__name__}: {_first_line(err)}). It must be a "
                 f"state_dict saved with torch.save (tensors only) or a .safetensors file."
             ) from err
     for key in ("state_dict", "model"):
@@ -147,6 +167,13 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith(("backbone.model.", "head.")) for k in sd):
         sd = {k[len("backbone.model.") :]: v for k, v in sd.items() if k.startswith("backbone.model.")}
     return sd
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's first line, cut to ``limit`` characters (torch.load's unpickling errors
+    run to a page of advice that does not apply to a user's file)."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

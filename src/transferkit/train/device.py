@@ -9,16 +9,36 @@ from typing import Any, ContextManager
 import numpy as np
 import torch
 
+from ..config import check_device_name
 from ..errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; an unavailable explicit device is an error."""
+    """``auto`` picks CUDA when present, else CPU; an unavailable explicit device is an error.
+
+    Raises:
+        ConfigError: ``name`` is not a device name (``cuda:x``), or the device is not on this
+            machine (no CUDA, a GPU number past the last one, no MPS).
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    name = check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name} was asked for but no CUDA device is available; use --device cpu.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device: {name} was asked for but no CUDA device is available on this "
+                              "machine; use --device cpu (or auto).")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device: {name} was asked for but this machine has {count} CUDA "
+                              f"device(s), cuda:0 to cuda:{count - 1}; pick one of those, or auto.")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"device: {name} was asked for but MPS (Apple GPU) is not available on this "
+                          "machine; use --device cpu (or auto).")
     return device
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -20,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import TrainingDivergedError
+from ..io.atomic import kill_point
 from ..io.records import EpochRecord, Event, EventKind, Phase
-from .device import autocast, batch_size_of, move_to
+from .device import autocast, move_to
 from .metrics_log import MetricsLog
 from .progress import Progress
 from .schedule import warmup_cosine
@@ -147,27 +150,105 @@ class _Optimizer:
         return {str(g.get("name", i)): g["lr"] for i, g in enumerate(self.opt.param_groups)}
 
 
+#: Steps between host reads of the training losses on an accelerator (each read waits for the
+#: device); on a CPU every loss is read at once, so a non-finite one stops its own step.
+_FINITE_CHECK_EVERY = 16
+
+
+class _EpochTally:
+    """One epoch's training loss and accuracy, kept on the device and read every few steps,
+    when every loss read is also checked to be finite.
+
+    Args:
+        device: where the losses [] and the correct count live.
+        where: ``(phase label, epoch)`` for the error message.
+        rates: the optimizer's peak learning rates, for the error message.
+    """
+
+    def __init__(self, device: torch.device, where: tuple[str, int], rates: list[float]) -> None:
+        self.check_every = 1 if device.type == "cpu" else _FINITE_CHECK_EVERY
+        self.where, self.rates = where, rates
+        self.pending: list[tuple[int, int, torch.Tensor, int]] = []  # (batch, global step, loss [], size)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.loss_sum, self.seen = 0.0, 0
+
+    def add(self, batch: int, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Record one step's loss [] and logits [B, C]; called before its optimizer step, so on a
+        CPU a non-finite loss raises before the weights take the update."""
+        self.pending.append((batch, step, loss.detach(), int(targets.shape[0])))
+        self.correct += (logits.detach().argmax(1) == targets).sum()
+        if len(self.pending) >= self.check_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the pending losses (one device sync); raise on the first non-finite one."""
+        if not self.pending:
+            return
+        values = torch.stack([loss for _, _, loss, _ in self.pending]).float().tolist()
+        for (batch, step, _, size), value in zip(self.pending, values):
+            if not math.isfinite(value):
+                raise _diverged(value, self.where, batch, step, self.rates)
+            self.loss_sum += value * size
+            self.seen += size
+        self.pending.clear()
+
+    def result(self) -> tuple[float, float]:
+        """(mean loss, accuracy) over the epoch's batches."""
+        self.flush()
+        return self.loss_sum / max(1, self.seen), int(self.correct.item()) / max(1, self.seen)
+
+
+def _diverged(value: float, where: tuple[str, int], batch: int, step: int, rates: list[float]) -> TrainingDivergedError:
+    label, epoch = where
+    low, high = min(rates, default=0.0), max(rates, default=0.0)
+    shown = f"{high:g}" if low == high else f"{low:g} to {high:g}"
+    return TrainingDivergedError(
+        f"Training diverged: the loss became {value} in {label} at epoch {epoch}, batch {batch} "
+        f"(optimizer step {step}), so the run stopped there and no weights were saved. The learning "
+        f"rate is too high for this model and data (peak rates {shown}): train again with a lower "
+        f"--lr, e.g. {low / 10:g} or less, keep --grad-clip on, or try --no-amp."
+    )
+
+
+def check_finite_weights(model: nn.Module, where: str) -> None:
+    """Raise ``TrainingDivergedError`` if a parameter of ``model`` holds NaN or infinity, so no
+    run folder is ever finished with such weights (one device sync per parameter tensor).
+
+    Example:
+        >>> check_finite_weights(nn.Linear(2, 2), "test")
+    """
+    for name, param in model.named_parameters():
+        if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+            raise TrainingDivergedError(
+                f"Training diverged: after {where} the weights hold NaN or infinite values "
+                f"({name}), so they were not saved. Train again with a lower --lr (e.g. a tenth), "
+                "keep --grad-clip on, or check the data for extreme values."
+            )
+
+
 def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state: LoopState,
-                 progress: Progress, desc: str) -> tuple[float, float]:
-    """One pass over ``loader``; returns (mean loss, accuracy) on the training batches."""
-    seen, loss_sum, correct = 0, 0.0, 0
-    for inputs, targets in progress.batches(loader, desc, len(loader)):
+                 progress: Progress, desc: str, where: tuple[str, int] = ("training", 0)) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, accuracy) on the training batches.
+
+    Raises:
+        TrainingDivergedError: a loss was NaN or infinite (``where`` = (phase label, epoch)).
+    """
+    tally = _EpochTally(settings.device, where, optim.peaks)
+    for batch, (inputs, targets) in enumerate(progress.batches(loader, desc, len(loader)), start=1):
         optim.set_lrs(state.step)
         inputs, targets = move_to(inputs, settings.device), targets.to(settings.device)
         with autocast(settings.device, settings.amp):
             logits = model(inputs)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=settings.label_smoothing)
+        tally.add(batch, state.step + 1, loss, logits, targets)
         optim.opt.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for p in optim.params() if p.grad is not None], settings.grad_clip)
         optim.opt.step()
         state.step += 1
-        n = batch_size_of(inputs)
-        seen += n
-        loss_sum += loss.item() * n
-        correct += int((logits.argmax(1) == targets).sum())
-    return loss_sum / max(1, seen), correct / max(1, seen)
+        kill_point("train-step")  # test hook (io.atomic.KILL_AT_ENV): a kill mid-epoch
+    return tally.result()
 
 
 def _overfitting(record: EpochRecord, state: LoopState, settings: LoopSettings) -> str | None:
@@ -269,7 +350,8 @@ def fit(
             state.stale = 0
             names = tuple(str(g.get("name", "?")) for g in joining)
             events.append(Event(EventKind.UNFROZEN, f"unfrozen: {', '.join(names)}", names))
-        train_loss, train_acc = _train_epoch(model, train_loader, optim, settings, state, progress, f"{label} {epoch}")
+        train_loss, train_acc = _train_epoch(model, train_loader, optim, settings, state, progress,
+                                             f"{label} {epoch}", (label, epoch))
         val_acc, val_loss = _evaluate(model, val_loader, settings)
         state.epoch = epoch
         # Accuracy decides; among equal accuracies a validation loss lower by more than 0.1%
@@ -315,5 +397,6 @@ def fit(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    check_finite_weights(model, f"{label} (epoch {state.best_epoch or state.epoch})")
     return FitResult(state.best_epoch, state.best_accuracy, state.best_loss, state.epoch, stopped,
                      history, warnings)

@@ -33,6 +33,7 @@ from ..io.atomic import atomic_write_json, atomic_write_text
 from ..io.records import TestMetrics
 from ..strategies import strategy_class, strategy_names
 from ..train import train
+from ..train.device import resolve_device
 from ..train.plots import pyplot, save_figure
 from ._common import options_for
 from .report_run import run_records
@@ -257,8 +258,9 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
     shared = {k: v for k, v in shared.items() if k not in data_fields}
     base = {**dataclasses.asdict(options), "model": model}
     configs = {name: TrainConfig(**base, strategy=name, **options_for(name, shared)) for name in names}
+    resolve_device(next(iter(configs.values())).device)  # a device that is not there: before the folder
     out_dir = rf.new_empty_folder(Path(out) if out else rf.default_folder(model, kind="compare"),
-                                  "Comparison folder")
+                                  "Comparison folder", unique=not out)  # a default name: a folder of its own
     rows: list[dict[str, Any]] = []
     errors: list[TransferkitError] = []
     start: float | None = None
