@@ -110,7 +110,10 @@ def test_text_csv_few_shot(capsys, tmp_path, strategy) -> None:
     _, out = cli(capsys, "evaluate", run, "--data", holdout, "--json")
     metrics = json.loads(out)
     assert metrics["n"] == 40
-    assert metrics["accuracy"] >= 0.75  # 10 articles per class; chance is 0.2
+    # 10 articles per class (600 characters, 96 tokens), 40 held out; chance is 0.2. Which 10 are
+    # drawn moves the score a lot: feature extraction on this sample scored 0.675-0.775 over seeds
+    # 0-3 (0.85 on the sample drawn before bbc-news grouped its 98 duplicate articles).
+    assert metrics["accuracy"] >= 0.6
     _, out = cli(capsys, "predict", run, "The striker scored twice in the cup final", "--json")
     assert json.loads(out)["label"] == "sports"
 

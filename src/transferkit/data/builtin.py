@@ -36,7 +36,7 @@ from transferkit.data.bundle import DataReport
 from transferkit.data.readers import Part, RawData, read_text_files
 from transferkit.errors import DataError
 
-__all__ = ["BUILTIN_DATASETS", "load_builtin"]
+__all__ = ["BUILTIN_DATASETS", "load_builtin", "builtin_key"]
 
 # Fashion-MNIST comes from a Debian package (MIT), not from pip.
 _FASHION_PACKAGE = "dataset-fashion-mnist"
@@ -416,10 +416,20 @@ def load_builtin(name: str, report: DataReport) -> RawData:
         >>> raw.modality, len(raw.pool), raw.pool.items[0].shape
         ('image', 1797, (8, 8))
     """
+    return _LOADERS[builtin_key(name)](report)
+
+
+def builtin_key(name: str) -> str:
+    """The ``BUILTIN_DATASETS`` key for ``name`` (case-insensitive, ``_`` for ``-``); cheap, so
+    a typo is reported before anything costly runs.
+
+    Raises:
+        DataError: no built-in dataset has that name (the message lists them).
+    """
     key = name.strip().lower().replace("_", "-")
     if key not in _LOADERS:
         known = ", ".join(f"builtin:{k}" for k in BUILTIN_DATASETS)
         raise DataError(
             f"There is no built-in dataset {name!r}. The built-in datasets are: {known}."
         )
-    return _LOADERS[key](report)
+    return key

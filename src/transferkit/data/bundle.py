@@ -85,6 +85,11 @@ class DataReport:
         bad_files: unreadable or corrupt images that were skipped.
         replaced_text: text files or rows (``file (row N)``) that were not valid UTF-8 and were
             decoded with replacement characters.
+        too_large: images over the pixel cap that were skipped (``path (too large (W x H ...))``).
+        bad_rows: table rows skipped by ``skip_bad_rows`` (``file (line N)``: more fields than
+            the header).
+        duplicates: examples that repeat an earlier one (same file path or same text); each
+            group of copies is kept in one split.
         notes: human-readable lines (dropped rows, carved splits, split sizes, ...).
 
     Example:
@@ -96,12 +101,25 @@ class DataReport:
     n_scanned: int = 0
     bad_files: list[str] = field(default_factory=list)
     replaced_text: list[str] = field(default_factory=list)
+    too_large: list[str] = field(default_factory=list)
+    bad_rows: list[str] = field(default_factory=list)
+    duplicates: int = 0
     notes: list[str] = field(default_factory=list)
 
     def skipped_inputs(self) -> SkippedInputs:
-        """The counts and first names of what was skipped or repaired, for the run's records."""
-        return SkippedInputs(len(self.bad_files), len(self.replaced_text), self.bad_files[:_MAX_LOGGED_PATHS],
-                             self.replaced_text[:_MAX_LOGGED_PATHS])
+        """The counts and first names of what was skipped, repaired or grouped, for the run's
+        records."""
+        return SkippedInputs(
+            unreadable_images=len(self.bad_files),
+            non_utf8_texts=len(self.replaced_text),
+            unreadable_image_names=self.bad_files[:_MAX_LOGGED_PATHS],
+            non_utf8_text_names=self.replaced_text[:_MAX_LOGGED_PATHS],
+            too_large_images=len(self.too_large),
+            too_large_image_names=self.too_large[:_MAX_LOGGED_PATHS],
+            bad_rows=len(self.bad_rows),
+            bad_row_names=self.bad_rows[:_MAX_LOGGED_PATHS],
+            duplicates=self.duplicates,
+        )
 
     def lines(self) -> list[str]:
         """Lines to write into the run's log: counts, the skipped files, then the notes.
@@ -119,6 +137,17 @@ class DataReport:
                 "with replacement characters:"
             )
             out.extend(_indented(self.replaced_text))
+        if self.too_large:
+            out.append(f"data: skipped {len(self.too_large)} image(s) over the pixel cap "
+                       "(raise --max-image-pixels to use them):")
+            out.extend(_indented(self.too_large))
+        if self.bad_rows:
+            out.append(f"data: skipped {len(self.bad_rows)} row(s) with more fields than the header "
+                       "(--skip-bad-rows; quote fields that contain the delimiter to keep them):")
+            out.extend(_indented(self.bad_rows))
+        if self.duplicates:
+            out.append(f"data: {self.duplicates} duplicate example(s) (the same file path or text as "
+                       "an earlier one); each group of copies is kept in one split")
         out.extend(f"data: {note}" for note in self.notes)
         return out
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
-from transferkit.config import DataOptions
-from transferkit.data.builtin import BUILTIN_DATASETS, load_builtin
+from transferkit.config import DEFAULT_MAX_IMAGE_PIXELS, DataOptions
+from transferkit.data.builtin import BUILTIN_DATASETS, builtin_key, load_builtin
 from transferkit.data.bundle import DataBundle, DataReport, Split, format_list
 from transferkit.data.readers import (
     Columns,
@@ -28,34 +29,52 @@ from transferkit.data.readers import (
     read_split_folders,
     split_dirs,
 )
-from transferkit.data.splits import sample_per_class, stratified_split
+from transferkit.data.splits import duplicate_groups, sample_per_class, stratified_split
 from transferkit.data.tables import find_split_files, read_split_files, read_table
-from transferkit.data.transforms import to_pil_rgb
+from transferkit.data.transforms import set_max_image_pixels, to_pil_rgb
 from transferkit.errors import ConfigError, DataError
 
-__all__ = ["load_data", "load_eval_split", "as_data_options", "ImageDataset", "TextDataset"]
+__all__ = ["load_data", "load_eval_split", "as_data_options", "check_data_source", "ImageDataset", "TextDataset"]
 
 _BUILTIN_PREFIX = "builtin:"
 
 
-def _read_source(
-    spec: str, columns: Columns, report: DataReport, max_bad_fraction: float
-) -> RawData:
-    """Dispatch a data spec to the reader for its kind; broken images are already dropped."""
+def check_data_source(spec: str) -> None:
+    """Fail fast when ``spec`` cannot be data: a path that does not exist or an unknown
+    ``builtin:NAME``. Cheap (nothing is read), so ``train`` calls it before loading a model:
+    a typo in ``--data`` costs no download.
+
+    Raises:
+        DataError: naming the spec and the kinds of data accepted.
+
+    Example:
+        >>> check_data_source("builtin:digits")
+    """
     if spec.startswith(_BUILTIN_PREFIX):
-        return load_builtin(spec[len(_BUILTIN_PREFIX) :], report)
-    path = Path(os.path.expanduser(spec))
-    if not path.exists():
+        builtin_key(spec[len(_BUILTIN_PREFIX) :])
+        return
+    if not Path(os.path.expanduser(spec)).exists():
         raise DataError(
             f"The data path {spec!r} does not exist. Pass a folder of class sub-folders of images, "
             "a CSV/TSV/JSONL file with a label column, or builtin:NAME "
             f"(one of: {', '.join('builtin:' + n for n in BUILTIN_DATASETS)})."
         )
+
+
+def _read_source(opts: DataOptions, report: DataReport, max_bad_fraction: float) -> RawData:
+    """Dispatch a data spec to the reader for its kind; broken images are already dropped."""
+    spec, skip_bad_rows = opts.data, opts.skip_bad_rows
+    columns = Columns(opts.text_column, opts.label_column, opts.path_column)
+    set_max_image_pixels(opts.max_image_pixels)  # before the scan decodes anything
+    if spec.startswith(_BUILTIN_PREFIX):
+        return load_builtin(spec[len(_BUILTIN_PREFIX) :], report)
+    path = Path(os.path.expanduser(spec))
+    check_data_source(spec)
     if path.is_file():
-        modality, part = read_table(path, columns, report)
+        modality, part = read_table(path, columns, report, skip_bad_rows=skip_bad_rows)
         raw = RawData(modality=modality, pool=part)
     elif files := find_split_files(path):
-        raw = read_split_files(path, files, columns, report)
+        raw = read_split_files(path, files, columns, report, skip_bad_rows=skip_bad_rows)
     elif dirs := split_dirs(path):
         raw = read_split_folders(path, dirs, report)
     else:
@@ -66,6 +85,49 @@ def _read_source(
     return raw
 
 
+def _shorten(item: Any, limit: int = 60) -> str:
+    text = " ".join(str(item).split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _check_duplicates(raw: RawData, spec: str, report: DataReport) -> None:
+    """Count copies of one example (same text or file path); refuse copies with different labels.
+
+    Raises:
+        DataError: an example appears with two or more labels.
+    """
+    every = raw.everything()
+    groups = duplicate_groups(every.items)
+    labels: dict[int, set[str]] = {}
+    for group, label in zip(groups.tolist(), every.labels, strict=True):
+        labels.setdefault(group, set()).add(label)
+    conflicts = [g for g, names in labels.items() if len(names) > 1]
+    if conflicts:
+        shown = "; ".join(f"{_shorten(every.items[g])} labelled {' and '.join(sorted(labels[g]))}"
+                          for g in conflicts[:3])
+        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+        raise DataError(
+            f"The data {spec} has {len(conflicts)} example(s) that appear more than once with "
+            f"different labels: {shown}{more}. One example cannot belong to two classes: fix the "
+            "wrong labels, or remove the copies."
+        )
+    report.duplicates = len(groups) - len(labels)
+    if raw.pool is None and report.duplicates:
+        _note_cross_split_copies(raw, report)
+
+
+def _note_cross_split_copies(raw: RawData, report: DataReport) -> None:
+    # Explicit splits are the user's: kept as given, but a test example that is also a training
+    # example makes the test score optimistic, so say how many.
+    train = {str(item).strip() for item in raw.splits["train"].items if isinstance(item, str)}
+    for name in ("val", "test"):
+        if name in raw.splits:
+            shared = sum(isinstance(i, str) and i.strip() in train for i in raw.splits[name].items)
+            if shared:
+                report.notes.append(f"{shared} {name} example(s) also appear in the train split as "
+                                    "given; remove them from one of the two for an honest score")
+
+
 def _to_split(part: Part, index: dict[str, int]) -> Split:
     return Split(items=list(part.items), labels=[index[label] for label in part.labels])
 
@@ -74,7 +136,8 @@ def _split_pool(
     split: Split, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[Split, Split, Split]:
     train, val, test = stratified_split(
-        split.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        split.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        groups=duplicate_groups(split.items),
     )
     return split.subset(train), split.subset(val), split.subset(test)
 
@@ -172,14 +235,12 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
     opts = as_data_options(source, **options)
     spec, seed, per_class = opts.data, opts.seed, opts.per_class
     val_fraction, test_fraction = opts.val_fraction, opts.test_fraction
-    text_column, label_column, path_column = opts.text_column, opts.label_column, opts.path_column
     if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, (int, float)) or not (
             0 <= max_bad_fraction <= 1):
         raise ConfigError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction!r}.")
     report = DataReport()
-    raw = _read_source(
-        spec, Columns(text_column, label_column, path_column), report, max_bad_fraction
-    )
+    raw = _read_source(opts, report, max_bad_fraction)
+    _check_duplicates(raw, spec, report)
 
     classes = sorted({label for part in raw.parts() for label in part.labels})
     if len(classes) < 2:
@@ -276,7 +337,6 @@ def load_eval_split(
     spec = opts.data
     if not classes:
         raise ConfigError("classes must list the run's class names (it is empty).")
-    columns = Columns(opts.text_column, opts.label_column, opts.path_column)
     if same_as_training:
         bundle = load_data(opts, per_class=None)  # the test split does not depend on per_class
         # Check every class of the data, not only the test split's: a changed class set means
@@ -290,7 +350,7 @@ def load_eval_split(
         )
     else:
         report = DataReport()
-        raw = _read_source(spec, columns, report, 0.05)
+        raw = _read_source(opts, report, 0.05)
         if "test" in raw.splits:
             part = raw.splits["test"]
             report.notes.append(
@@ -324,12 +384,27 @@ class ImageDataset(Dataset):
     def __init__(self, split: Split, transform: Callable[..., torch.Tensor]) -> None:
         self.split = split
         self.transform = transform
+        # The cap the data was scanned with, carried into DataLoader workers (a spawned worker
+        # would otherwise start from the default).
+        self.max_pixels = int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(to_pil_rgb(self.split.items[i])), int(self.split.labels[i])
+        item = self.split.items[i]
+        try:
+            image = to_pil_rgb(item, self.max_pixels)
+        except Exception as exc:  # PIL raises many types for broken files
+            if not isinstance(item, (str, os.PathLike)) or isinstance(exc, DataError):
+                raise
+            # The scan decoded this file with the same function, so it changed since then.
+            raise DataError(
+                f"The image {item} could be decoded when the data was scanned but not now "
+                f"({type(exc).__name__}: {exc}); it was changed or removed during the run. Restore "
+                "it (or remove it from the data) and run again."
+            ) from exc
+        return self.transform(image), int(self.split.labels[i])
 
 
 class TextDataset(Dataset):

@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from transferkit.data.bundle import DataReport, format_list
+from transferkit.data.transforms import ImageTooLargeError, load_image_file
 from transferkit.errors import DataError
 
 __all__ = [
@@ -146,48 +145,54 @@ def read_text_files(paths: list[str], labels: list[str], report: DataReport) -> 
     return part
 
 
-def _decode_error(path: str) -> str | None:
-    """None if the image decodes completely, else the reason it does not."""
+def _decode_error(path: str) -> tuple[str, str] | None:
+    """None if the image decodes as the datasets will decode it, else ``(kind, reason)`` with
+    kind ``"too large"`` or ``"unreadable"``."""
     try:
-        with Image.open(path) as img:
-            img.load()  # open() only reads the header; load() decodes and catches truncation
+        load_image_file(path)  # the datasets' own decode: a file accepted here cannot fail later
+    except ImageTooLargeError as exc:
+        return "too large", exc.reason
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
-        return f"{type(exc).__name__}: {exc}"
+        return "unreadable", f"{type(exc).__name__}: {exc}"
     return None
 
 
 def drop_bad_images(raw: RawData, report: DataReport, max_bad_fraction: float) -> None:
-    """Decode every image path in ``raw``; drop the broken ones and record them in ``report``.
+    """Decode every image path in ``raw``; drop the broken or too large ones and record them in
+    ``report``.
 
     Args:
         raw: image data whose items are paths; changed in place.
-        report: receives ``n_scanned`` and ``bad_files``.
-        max_bad_fraction: above this share of broken images, raise instead of skipping.
+        report: receives ``n_scanned``, ``bad_files`` and ``too_large``.
+        max_bad_fraction: above this share of skipped images, raise instead of skipping.
 
     Raises:
-        DataError: more than ``max_bad_fraction`` of the images are unreadable.
+        DataError: more than ``max_bad_fraction`` of the images are unreadable or too large,
+            or every image of a class is.
     """
     paths = sorted({item for part in raw.parts() for item in part.items if isinstance(item, str)})
     if not paths:
         return
     with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
-        reasons = dict(zip(paths, pool.map(_decode_error, paths), strict=True))
+        found = dict(zip(paths, pool.map(_decode_error, paths), strict=True))
     report.n_scanned += len(paths)
-    bad = {p: r for p, r in reasons.items() if r is not None}
+    bad = {p: r for p, r in found.items() if r is not None}
     if not bad:
         return
-    report.bad_files.extend(sorted(bad))
+    report.bad_files.extend(p for p in sorted(bad) if bad[p][0] == "unreadable")
+    report.too_large.extend(f"{p} ({bad[p][1]})" for p in sorted(bad) if bad[p][0] == "too large")
     fraction = len(bad) / len(paths)
     if fraction > max_bad_fraction:
-        examples = "; ".join(f"{p} ({bad[p]})" for p in sorted(bad)[:3])
+        examples = "; ".join(f"{p} ({bad[p][1]})" for p in sorted(bad)[:3])
         raise DataError(
-            f"{len(bad)} of {len(paths)} images ({fraction:.1%}) cannot be read, more than the "
+            f"{len(bad)} of {len(paths)} images ({fraction:.1%}) cannot be used, more than the "
             f"{max_bad_fraction:.0%} that may be skipped (max_bad_fraction). "
             f"Examples: {examples}. Remove or "
-            "re-export the broken files (or fix the paths if they are missing), or raise "
-            "max_bad_fraction if skipping them is fine."
+            "re-export the broken files (or fix the paths if they are missing), raise "
+            "--max-image-pixels for images that are too large, or raise max_bad_fraction if "
+            "skipping them is fine."
         )
-    report.notes.append(f"skipped {len(bad)} unreadable image(s) of {len(paths)} ({fraction:.1%})")
+    report.notes.append(f"skipped {len(bad)} unusable image(s) of {len(paths)} ({fraction:.1%})")
     classes_before = {label for part in raw.parts() for label in part.labels}
     for part in raw.parts():
         keep = [
@@ -198,9 +203,10 @@ def drop_bad_images(raw: RawData, report: DataReport, max_bad_fraction: float) -
     lost = classes_before - {label for part in raw.parts() for label in part.labels}
     if lost:
         raise DataError(
-            f"Every image of class(es) {format_list(sorted(lost))} is unreadable, so nothing is "
-            f"left to learn them from. Broken files: {format_list(sorted(bad), 3)}. Replace them "
-            "with readable images or remove the class."
+            f"Every image of class(es) {format_list(sorted(lost))} is unreadable or too large, so "
+            f"nothing is left to learn them from. Skipped files: "
+            f"{format_list([f'{p} ({bad[p][1]})' for p in sorted(bad)], 3)}. Replace them with "
+            "readable images (or raise --max-image-pixels) or remove the class."
         )
 
 

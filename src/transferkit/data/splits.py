@@ -9,13 +9,14 @@ example and the val/test sizes follow the requested fractions of the whole datas
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from transferkit.config import check_fractions
 from transferkit.errors import ConfigError
 
-__all__ = ["stratified_split", "sample_per_class"]
+__all__ = ["stratified_split", "sample_per_class", "duplicate_groups"]
 
 
 def _target(n: int, fraction: float) -> int:
@@ -52,19 +53,54 @@ def _allocate(
     return take
 
 
+def duplicate_groups(items: Sequence[Any]) -> np.ndarray:
+    """For each item, the position of its first copy: the same text (ignoring surrounding
+    white space) or the same file path. Arrays (built-in images) are each their own group.
+
+    Example:
+        >>> duplicate_groups(["a", "b", " a", "c"]).tolist()
+        [0, 1, 0, 3]
+    """
+    first: dict[str, int] = {}
+    groups = np.arange(len(items))
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            groups[i] = first.setdefault(item.strip(), i)
+    return groups
+
+
+def _split_groups(
+    labels: Sequence[Any], groups: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    # Split the first copies, then every copy follows its first: copies of one example never
+    # land in two splits (a test example seen in training flatters the test score).
+    firsts = np.flatnonzero(groups == np.arange(len(groups)))
+    parts = stratified_split([labels[i] for i in firsts], val_fraction=val_fraction,
+                             test_fraction=test_fraction, seed=seed)
+    which = np.empty(len(groups), dtype=np.int64)  # 0 train, 1 val, 2 test, by position
+    for split_id, positions in enumerate(parts):
+        which[firsts[positions]] = split_id
+    which = which[groups]
+    return tuple(np.flatnonzero(which == k).tolist() for k in range(3))  # type: ignore[return-value]
+
+
 def stratified_split(
-    labels: Sequence[int], *, val_fraction: float, test_fraction: float, seed: int
+    labels: Sequence[int], *, val_fraction: float, test_fraction: float, seed: int,
+    groups: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[list[int], list[int], list[int]]:
     """Split positions 0..n-1 into train/val/test, keeping class proportions.
 
     Every class keeps at least one training example; a class with a single example goes to
-    train only. The same labels and seed always give the same split.
+    train only. The same labels and seed always give the same split. With ``groups``, the
+    positions of one group (copies of one example, see :func:`duplicate_groups`) go to one
+    split; without copies the split is the same as without ``groups``.
 
     Args:
         labels: the label of each item (any hashable, sortable values).
         val_fraction: share of all items for validation.
         test_fraction: share of all items for testing.
         seed: random seed.
+        groups: for each item, the position of its group's first item (copies share a label).
 
     Returns:
         ``(train, val, test)``: sorted lists of positions.
@@ -76,6 +112,8 @@ def stratified_split(
         (12, 4, 4)
     """
     check_fractions(val_fraction, test_fraction)
+    if groups is not None and len(np.unique(np.asarray(groups))) < len(groups):
+        return _split_groups(labels, np.asarray(groups), val_fraction, test_fraction, seed)
     labels_arr = np.asarray(list(labels))
     n = len(labels_arr)
     if n == 0:

@@ -2,20 +2,26 @@
 
 The modality follows the columns: a text column means text data, else a path column means
 image data (paths relative to the table's folder, or absolute).
+
+Tables are read as a stream: only the value and label cells of each row are kept, so a table
+of many columns (or a very long one) needs memory for what is kept, not for the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any
 
 from transferkit.data.bundle import DataReport, format_list
-from transferkit.data.readers import SPLIT_NAMES, Columns, Part, RawData, decode_text, read_bytes
+from transferkit.data.readers import SPLIT_NAMES, Columns, Part, RawData
 from transferkit.errors import DataError
 
 __all__ = ["TABLE_EXTENSIONS", "read_table", "find_split_files", "read_split_files"]
@@ -29,6 +35,7 @@ TABLE_EXTENSIONS: dict[str, str | None] = {
     ".ndjson": None,
     ".json": None,
 }
+_DELIMITER_NAMES = {",": "comma", "\t": "tab"}
 
 # News articles and similar documents exceed csv's default 128 KiB field limit.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -38,49 +45,135 @@ _OPTIONS_HINT = (
     "and --label-column NAME."
 )
 
+# Invalid UTF-8 is replaced (U+FFFD) while the stream decodes; this per-thread counter tells a
+# replaced byte from a U+FFFD that the file really contains.
+_replaced = threading.local()
+_REPLACE_ERRORS = "transferkit-count-replace"
 
-def _parse_rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    """The header and the ``(row number, row)`` pairs of a table (1-based, header excluded)."""
-    delimiter = TABLE_EXTENSIONS[path.suffix.lower()]
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if delimiter is not None:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        header = [h.strip() for h in next(reader, [])]
-        for number, values in enumerate(reader, start=1):
-            if values and any(v.strip() for v in values):  # blank lines are not rows
-                rows.append((number, dict(zip(header, values, strict=False))))
-        return header, rows
 
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path} is not valid JSON ({exc}). Fix the file or save it as JSON lines."
-            ) from exc
-        numbered = list(enumerate(records, start=1))
-    else:
-        numbered = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+def _count_and_replace(exc: UnicodeError) -> tuple[str, int]:
+    _replaced.count = getattr(_replaced, "count", 0) + 1
+    return "\ufffd", exc.end  # type: ignore[attr-defined]
+
+
+codecs.register_error(_REPLACE_ERRORS, _count_and_replace)
+
+
+def _open_text(path: Path) -> IO[str]:
+    """The table as a text stream (UTF-8, BOM dropped, invalid bytes counted and replaced)."""
+    try:
+        return open(path, encoding="utf-8-sig", errors=_REPLACE_ERRORS, newline="")
+    except OSError as exc:
+        raise DataError(
+            f"Cannot read {path} ({exc.strerror or exc}). Check that the file exists and is "
+            "readable."
+        ) from exc
+
+
+@dataclass
+class _Reading:
+    """What one pass over a table found besides its rows."""
+
+    path: Path
+    skip_bad_rows: bool
+    header: list[str] = field(default_factory=list)
+    bad_rows: list[str] = field(default_factory=list)  # "file (line N)"
+    fffd_rows: list[int] = field(default_factory=list)  # rows holding U+FFFD
+
+
+def _too_many_fields(reading: _Reading, line: int, values: list[str], delimiter: str) -> None:
+    """Skip-and-count, or refuse, a row with more fields than the header: with an unquoted
+    delimiter in a cell, every later cell shifts and the label column holds something else."""
+    if reading.skip_bad_rows:
+        reading.bad_rows.append(f"{reading.path} (line {line})")
+        return
+    name = _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+    shown = delimiter.join(values)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise DataError(
+        f"Line {line} of {reading.path} has {len(values)} fields but the header has "
+        f"{len(reading.header)} ({delimiter.join(reading.header)}): a cell probably holds an "
+        f"unquoted {name}, which would shift the label column and train on a wrong label "
+        f"({shown!r}). Put double quotes around cells that contain a {name} "
+        f'(e.g. "good, really good",pos), or pass --skip-bad-rows to skip such rows (they are '
+        "counted in the log)."
+    )
+
+
+def _csv_rows(stream: IO[str], reading: _Reading, delimiter: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(row number, {column: cell})`` of a CSV/TSV stream, one row at a time (1-based, header
+    excluded); ``reading.header`` is set before the first row."""
+    reader = csv.reader(stream, delimiter=delimiter)
+    reading.header = [h.strip() for h in next(reader, [])]
+    number, line = 0, reader.line_num
+    for values in reader:
+        first_line, line = line + 1, reader.line_num  # a quoted cell may span lines
+        if not values or not any(v.strip() for v in values):  # blank lines are not rows
+            continue
+        number += 1
+        if len(values) > len(reading.header):
+            _too_many_fields(reading, first_line, values, delimiter)
+            continue
+        yield number, dict(zip(reading.header, values))  # fewer cells: the rest are empty
+
+
+def _json_error(path: Path, number: int, exc: json.JSONDecodeError) -> DataError:
+    return DataError(
+        f"Line {number} of {path} is not valid JSON ({exc.msg}). Each line of a JSONL "
+        'file must be one JSON object, e.g. {"text": "great film", "label": "pos"}.'
+    )
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(number, record)`` of a JSON-lines file, or of a JSON array (which json reads whole)."""
+    with _open_text(path) as stream:
+        start = stream.read(4096).lstrip()
+        stream.seek(0)
+        if path.suffix.lower() == ".json" and start.startswith("["):
             try:
-                numbered.append((number, json.loads(line)))
+                records = json.load(stream)
             except json.JSONDecodeError as exc:
                 raise DataError(
-                    f"Line {number} of {path} is not valid JSON ({exc.msg}). Each line of a JSONL "
-                    'file must be one JSON object, e.g. {"text": "great film", "label": "pos"}.'
+                    f"{path} is not valid JSON ({exc}). Fix the file or save it as JSON lines."
                 ) from exc
-    header: list[str] = []
-    for number, record in numbered:
+            yield from enumerate(records, start=1)
+            return
+        for number, line in enumerate(stream, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise _json_error(path, number, exc) from exc
+
+
+def _json_rows(path: Path, reading: _Reading) -> Iterator[tuple[int, dict[str, Any]]]:
+    """JSON records as rows, checked to be objects."""
+    for number, record in _json_records(path):
         if not isinstance(record, dict):
             raise DataError(
                 f"Record {number} of {path} is a {type(record).__name__}, not a JSON object. Write "
                 'one object per record, e.g. {"text": "great film", "label": "pos"}.'
             )
-        header.extend(k for k in record if k not in header)
-        rows.append((number, record))
-    return header, rows
+        yield number, record
+
+
+def _json_header(path: Path) -> list[str]:
+    """Every key of a JSON table, in order of appearance: one pass that keeps nothing else."""
+    seen: dict[str, None] = {}
+    for _, record in _json_rows(path, _Reading(path, False)):
+        seen.update(dict.fromkeys(record))
+    return list(seen)
+
+
+def _table_rows(path: Path, reading: _Reading) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of any table as a stream; a CSV's header is in ``reading`` after the first."""
+    delimiter = TABLE_EXTENSIONS[path.suffix.lower()]
+    if delimiter is None:
+        reading.header = _json_header(path)
+        yield from _json_rows(path, reading)
+        return
+    with _open_text(path) as stream:
+        yield from _csv_rows(stream, reading, delimiter)
 
 
 def _find_column(header: list[str], name: str) -> str | None:
@@ -96,37 +189,12 @@ def _cell(row: dict[str, Any], column: str) -> str:
     return "" if value is None else str(value)
 
 
-def read_table(path: Path, columns: Columns, report: DataReport) -> tuple[str, Part]:
-    """Read a CSV/TSV/JSONL table of texts or image paths with labels.
-
-    Non-UTF-8 bytes are replaced (the affected rows are listed in ``report.replaced_text``);
-    rows with an empty text, path or label are dropped and noted.
-
-    Args:
-        path: the table file.
-        columns: the text, label and path column names.
-        report: receives counts and notes.
-
-    Returns:
-        ``(modality, part)``; image items are absolute paths, not yet decoded.
+def _columns(path: Path, header: list[str], columns: Columns) -> tuple[str, str, str]:
+    """``(modality, value column, label column)`` found in ``header``.
 
     Raises:
-        DataError: unknown file type, empty file, bad JSON, or missing columns.
+        DataError: no text or path column, or no label column.
     """
-    if path.suffix.lower() not in TABLE_EXTENSIONS:
-        raise DataError(
-            f"{path} is not a data file transferkit reads (use .csv, .tsv, .jsonl or .json), nor a "
-            "folder. Pass a folder of class sub-folders of images, or a table with a label column."
-        )
-    text, replaced = decode_text(read_bytes(path))
-    report.n_scanned += 1
-    header, rows = _parse_rows(path, text)
-    if not header or not rows:
-        raise DataError(
-            f"{path} has no data rows. Write a header line (e.g. text,label) and one row per "
-            "example."
-        )
-
     label_col = _find_column(header, columns.label)
     text_col = _find_column(header, columns.text)
     path_col = _find_column(header, columns.path) if text_col is None else None
@@ -135,37 +203,68 @@ def read_table(path: Path, columns: Columns, report: DataReport) -> tuple[str, P
         missing.append(f"no text column {columns.text!r} and no image path column {columns.path!r}")
     if label_col is None:
         missing.append(f"no label column {columns.label!r}")
-    if missing:
+    if label_col is None or (text_col is None and path_col is None):
         raise DataError(
             f"{path} has {' and '.join(missing)}; its columns are: {', '.join(header)}. "
             f"{_OPTIONS_HINT}"
         )
-    label_col = cast(str, label_col)  # not None: the error above covers it
+    if text_col is not None:
+        return "text", text_col, label_col
+    return "image", str(path_col), label_col
 
-    if replaced:
-        bad_rows = [n for n, row in rows if any("\ufffd" in str(v) for v in row.values())]
-        report.replaced_text.extend([f"{path} (row {n})" for n in bad_rows] or [str(path)])
 
-    modality = "text" if text_col is not None else "image"
-    value_col = cast(str, text_col if text_col is not None else path_col)
-    base = path.parent
-    part = Part()
-    no_value: list[int] = []
-    no_label: list[int] = []
-    for number, row in rows:
-        value = _cell(row, value_col)
-        label = _cell(row, label_col).strip()
-        if not value.strip():
-            no_value.append(number)
-            continue
-        if not label:
-            no_label.append(number)
-            continue
-        if modality == "image":
-            # Relative paths are relative to the table, so a dataset folder can move as a whole.
-            value = os.path.abspath(os.path.join(base, os.path.expanduser(value.strip())))
-        part.items.append(value)
-        part.labels.append(label)
+def read_table(
+    path: Path, columns: Columns, report: DataReport, *, skip_bad_rows: bool = False
+) -> tuple[str, Part]:
+    """Read a CSV/TSV/JSONL table of texts or image paths with labels, as a stream.
+
+    Non-UTF-8 bytes are replaced (the affected rows are listed in ``report.replaced_text``);
+    rows with an empty text, path or label are dropped and noted. A CSV/TSV row with more
+    fields than the header (an unquoted delimiter in a cell) is an error, or with
+    ``skip_bad_rows`` skipped and listed in ``report.bad_rows``.
+
+    Args:
+        path: the table file.
+        columns: the text, label and path column names.
+        report: receives counts and notes.
+        skip_bad_rows: skip rows with too many fields instead of refusing the table.
+
+    Returns:
+        ``(modality, part)``; image items are absolute paths, not yet decoded.
+
+    Raises:
+        DataError: unknown file type, empty file, bad JSON, missing columns, or a row with more
+            fields than the header.
+
+    Example:
+        >>> modality, part = read_table(Path("reviews.csv"), Columns(), DataReport())  # doctest: +SKIP
+        >>> modality, part.labels[:2]  # doctest: +SKIP
+        ('text', ['pos', 'neg'])
+    """
+    if path.suffix.lower() not in TABLE_EXTENSIONS:
+        raise DataError(
+            f"{path} is not a data file transferkit reads (use .csv, .tsv, .jsonl or .json), nor a "
+            "folder. Pass a folder of class sub-folders of images, or a table with a label column."
+        )
+    report.n_scanned += 1
+    reading = _Reading(path, skip_bad_rows)
+    replaced_before = getattr(_replaced, "count", 0)
+    rows = _table_rows(path, reading)
+    try:
+        first = next(rows, None)  # reads the header too
+        if not reading.header or first is None:
+            skipped = f" ({len(reading.bad_rows)} skipped: too many fields)" if reading.bad_rows else ""
+            raise DataError(
+                f"{path} has no data rows{skipped}. Write a header line (e.g. text,label) and one "
+                "row per example."
+            )
+        modality, value_col, label_col = _columns(path, reading.header, columns)
+        part, no_value, no_label = _collect(path, modality, value_col, label_col, reading, first, rows)
+    finally:
+        rows.close()  # closes the file now, also when a row is refused
+    report.bad_rows.extend(reading.bad_rows)
+    if getattr(_replaced, "count", 0) != replaced_before:
+        report.replaced_text.extend([f"{path} (row {n})" for n in reading.fffd_rows] or [str(path)])
     if no_value:
         what = "text" if modality == "text" else "image path"
         report.notes.append(
@@ -184,6 +283,43 @@ def read_table(path: Path, columns: Columns, report: DataReport) -> tuple[str, P
     return modality, part
 
 
+def _collect(
+    path: Path,
+    modality: str,
+    value_col: str,
+    label_col: str,
+    reading: _Reading,
+    first: tuple[int, dict[str, Any]],
+    rest: Iterator[tuple[int, dict[str, Any]]],
+) -> tuple[Part, list[int], list[int]]:
+    """Keep the value and label of each row: ``(part, rows without value, rows without label)``."""
+    part = Part()
+    no_value: list[int] = []
+    no_label: list[int] = []
+    labels: dict[str, str] = {}  # one string object per class, not one per row
+    base = path.parent
+    for number, row in _chain(first, rest):
+        value = _cell(row, value_col)
+        label = _cell(row, label_col).strip()
+        if "\ufffd" in value or "\ufffd" in label:
+            reading.fffd_rows.append(number)
+        if not value.strip():
+            no_value.append(number)
+            continue
+        if not label:
+            no_label.append(number)
+            continue
+        if modality == "image":
+            # Relative paths are relative to the table, so a dataset folder can move as a whole.
+            value = os.path.abspath(os.path.join(base, os.path.expanduser(value.strip())))
+        part.items.append(value)
+        part.labels.append(labels.setdefault(label, label))
+    return part, no_value, no_label
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
 def find_split_files(folder: Path) -> dict[str, Path]:
     """``{"train": train.csv, ...}`` when ``folder`` holds explicit split tables, else ``{}``.
 
@@ -205,7 +341,8 @@ def find_split_files(folder: Path) -> dict[str, Path]:
 
 
 def read_split_files(
-    folder: Path, files: dict[str, Path], columns: Columns, report: DataReport
+    folder: Path, files: dict[str, Path], columns: Columns, report: DataReport, *,
+    skip_bad_rows: bool = False,
 ) -> RawData:
     """Read explicit ``train``/``val``/``test`` tables from one folder.
 
@@ -215,7 +352,7 @@ def read_split_files(
     modalities: dict[str, str] = {}
     splits: dict[str, Part] = {}
     for name, path in files.items():
-        modalities[name], splits[name] = read_table(path, columns, report)
+        modalities[name], splits[name] = read_table(path, columns, report, skip_bad_rows=skip_bad_rows)
     if len(set(modalities.values())) > 1:
         raise DataError(
             f"The split files in {folder} mix text and image paths ({modalities}). Give every "

@@ -8,22 +8,43 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from transferkit.config import DEFAULT_MAX_IMAGE_PIXELS
 from transferkit.data.bundle import Split
 from transferkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from transferkit.models.spec import ImagePreprocessing
 
-__all__ = ["build_image_transform", "to_pil_rgb", "TextCollator", "auto_image_size", "resolve_image_size"]
+__all__ = ["build_image_transform", "to_pil_rgb", "load_image_file", "set_max_image_pixels", "ImageTooLargeError",
+           "TextCollator", "auto_image_size", "resolve_image_size"]
 
+# Set explicitly, so the cap is transferkit's decision (the --max-image-pixels option), not a
+# side effect of the installed PIL version.
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+# load_image_file refuses every image over the cap, so PIL's warning between 1x and 2x the cap
+# would only repeat (or, as a warning, not stop) what the scan reports as "too large".
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
@@ -98,33 +119,102 @@ def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
     )
 
 
-def to_pil_rgb(item: Any) -> Image.Image:
-    """An image path, uint8 array or PIL image -> an RGB PIL image.
+class ImageTooLargeError(DataError):
+    """An image has more pixels than ``DataOptions.max_image_pixels`` (a decompression bomb?)."""
 
-    Grey arrays [H, W] or [H, W, 1] become 3 equal channels; [H, W, 4] drops alpha. Non-uint8
-    arrays are scaled (floats in [0, 1] times 255) and clipped to 0..255. Files are decoded
-    fully and turned upright by their EXIF orientation.
+    def __init__(self, path: str, pixels: int, limit: int, size: tuple[int, int] | None = None) -> None:
+        shape = f"{size[0]} x {size[1]} = {pixels:,} pixels" if size else f"{pixels:,} pixels"
+        self.reason = f"too large ({shape}, limit {limit:,}; raise --max-image-pixels)"
+        super().__init__(f"The image {path} is {self.reason}.")
+
+
+def set_max_image_pixels(limit: int) -> None:
+    """Set the pixel cap on every image transferkit decodes (``PIL.Image.MAX_IMAGE_PIXELS``).
+
+    PIL itself only warns between the cap and twice the cap; :func:`load_image_file` refuses
+    anything above it, so the warning says nothing more and is silenced.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"max_image_pixels must be a whole number >= 1, got {limit!r}.")
+    Image.MAX_IMAGE_PIXELS = limit
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    # The pixels turned by the EXIF orientation (phone photos lie sideways). Not
+    # ImageOps.exif_transpose: it also rewrites the EXIF block, which fails on broken tags
+    # that have nothing to do with the pixels.
+    method = _ORIENTATIONS.get(img.getexif().get(_EXIF_ORIENTATION, 1))
+    return img if method is None else img.transpose(method)
+
+
+def load_image_file(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """Decode an image file completely into an upright RGB image: the one decode function of
+    the pre-scan (``readers.drop_bad_images``) and of the datasets, so a file the scan accepts
+    never fails later.
+
+    Grey, palette, CMYK, LAB, YCbCr and alpha modes are converted by PIL; 16/32-bit grey is
+    scaled by its range.
 
     Args:
-        item: ``str``/``os.PathLike`` path, ``numpy`` array, or ``PIL.Image.Image``.
+        path: the image file.
+        max_pixels: the pixel cap (default: the current ``PIL.Image.MAX_IMAGE_PIXELS``).
 
     Returns:
         A PIL image in mode ``RGB``.
 
     Raises:
-        DataError: the array shape is not an image, or the item type is unknown.
+        ImageTooLargeError: more pixels than the cap.
+        Exception: whatever PIL raises for a broken file (callers count it as unreadable).
+
+    Example:
+        >>> load_image_file("photo.jpg").mode  # doctest: +SKIP
+        'RGB'
+    """
+    if max_pixels is not None and Image.MAX_IMAGE_PIXELS != max_pixels:
+        set_max_image_pixels(max_pixels)  # a DataLoader worker started with another cap
+    limit = int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
+    try:
+        with Image.open(path) as img:  # reads the header only
+            width, height = img.size
+            if width * height > limit:  # PIL only warns up to twice its cap
+                raise ImageTooLargeError(os.fspath(path), width * height, limit, (width, height))
+            img.load()  # decodes everything, so a truncated file fails here
+            img = _upright(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                return _sixteen_bit_to_rgb(img)
+            return img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Over twice the cap PIL refuses in open() (and between 1x and 2x when warnings are
+        # errors, python -W error); its message gives the pixel count, not the sides.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageTooLargeError(os.fspath(path), int(found.group(1)) if found else limit + 1, limit) from None
+
+
+def to_pil_rgb(item: Any, max_pixels: int | None = None) -> Image.Image:
+    """An image path, uint8 array or PIL image -> an RGB PIL image.
+
+    Grey arrays [H, W] or [H, W, 1] become 3 equal channels; [H, W, 4] drops alpha. Non-uint8
+    arrays are scaled (floats in [0, 1] times 255) and clipped to 0..255. Files are decoded
+    by :func:`load_image_file` (fully, upright by their EXIF orientation, at most
+    ``max_pixels`` pixels).
+
+    Args:
+        item: ``str``/``os.PathLike`` path, ``numpy`` array, or ``PIL.Image.Image``.
+        max_pixels: files only: the pixel cap (default: ``PIL.Image.MAX_IMAGE_PIXELS``).
+
+    Returns:
+        A PIL image in mode ``RGB``.
+
+    Raises:
+        DataError: the array shape is not an image, the item type is unknown, or a file is
+            over the pixel cap (``ImageTooLargeError``).
 
     Example:
         >>> to_pil_rgb(np.zeros((28, 28), np.uint8)).mode
         'RGB'
     """
     if isinstance(item, (str, os.PathLike)):
-        with Image.open(item) as img:
-            if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation: phone photos lie sideways
-                img = ImageOps.exif_transpose(img)
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                return _sixteen_bit_to_rgb(img)
-            return img.convert("RGB")  # convert() loads the data, so the file may close
+        return load_image_file(item, max_pixels)
     if isinstance(item, Image.Image):
         return item if item.mode == "RGB" else item.convert("RGB")
     if isinstance(item, np.ndarray):

@@ -243,12 +243,18 @@ def epochs_to_best(records: Sequence[EpochRecord]) -> int | None:
 
 @dataclass
 class SkippedInputs:
-    """Inputs that loading skipped or repaired: counts and the first names of each."""
+    """Inputs that loading skipped or repaired: counts and the first names of each; and
+    ``duplicates``, examples repeating an earlier one (kept, each group in one split)."""
 
     unreadable_images: int = 0
     non_utf8_texts: int = 0
     unreadable_image_names: list[str] = field(default_factory=list)
     non_utf8_text_names: list[str] = field(default_factory=list)
+    too_large_images: int = 0  # over --max-image-pixels
+    too_large_image_names: list[str] = field(default_factory=list)
+    bad_rows: int = 0  # table rows with more fields than the header, skipped by --skip-bad-rows
+    bad_row_names: list[str] = field(default_factory=list)
+    duplicates: int = 0
 
     def sentences(self, limit: int = 20) -> list[str]:
         """One line per kind, for people (the report, the dashboard)."""
@@ -256,11 +262,17 @@ class SkippedInputs:
         for count, names, what in ((self.unreadable_images, self.unreadable_image_names,
                                     "skipped {} unreadable or corrupt image(s)"),
                                    (self.non_utf8_texts, self.non_utf8_text_names,
-                                    "{} text(s) were not valid UTF-8 and were decoded with replacement characters")):
+                                    "{} text(s) were not valid UTF-8 and were decoded with replacement characters"),
+                                   (self.too_large_images, self.too_large_image_names,
+                                    "skipped {} image(s) over the pixel cap"),
+                                   (self.bad_rows, self.bad_row_names,
+                                    "skipped {} row(s) with more fields than the header")):
             if count:
                 shown = ", ".join(names[:limit]) + (f", ... ({count - min(limit, len(names))} more)"
                                                    if count > min(limit, len(names)) else "")
                 out.append(f"data: {what.format(count)}: {shown}")
+        if self.duplicates:
+            out.append(f"data: {self.duplicates} duplicate example(s), each group kept in one split")
         return out
 
 
