@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers.tiny import image_batch
-from transferkit.errors import WeightsMismatchError, WeightsUnavailableError
+from transferkit.errors import ModelLoadError, WeightsMismatchError, WeightsUnavailableError
 from transferkit.models import load_model
 from transferkit.models.heads import strip_classifier
 from transferkit.models.torchvision import weights_cache_file
@@ -134,17 +134,49 @@ def test_torchvision_offline_error_names_file_and_fixes(tmp_path) -> None:
     assert isinstance(info.value, FileNotFoundError)
 
 
-def test_torchvision_uses_the_hub_cache(tmp_path) -> None:
+def test_torchvision_uses_the_hub_cache(tmp_path, torchvision_cache) -> None:
     from torchvision.models import ResNet18_Weights
 
     state = _source_state("torchvision:resnet18")
-    cache = weights_cache_file(ResNet18_Weights.DEFAULT)
+    cache, _ = torchvision_cache(ResNet18_Weights.DEFAULT, state)
     assert str(cache).startswith(str(tmp_path))
-    cache.parent.mkdir(parents=True)
-    torch.save(state, str(cache))
     m = load_model("torchvision:resnet18", 2)
     assert m.spec.weights == "torchvision:IMAGENET1K_V1" and m.spec.pretrained
     assert torch.equal(m.backbone.model.conv1.weight, state["conv1.weight"])
+
+
+def test_torchvision_cache_file_hash_is_checked(tmp_path) -> None:
+    """A file under the published name whose SHA-256 does not start with the name's hash."""
+    from torchvision.models import ResNet18_Weights
+
+    cache = weights_cache_file(ResNet18_Weights.DEFAULT)  # .../resnet18-f37072fd.pth
+    assert str(cache).startswith(str(tmp_path)) and cache.name == "resnet18-f37072fd.pth"
+    cache.parent.mkdir(parents=True)
+    torch.save(_source_state("torchvision:resnet18"), str(cache))  # fits, but is not the published file
+    with pytest.raises(ModelLoadError) as info:
+        load_model("torchvision:resnet18", 2)
+    msg = str(info.value)
+    assert str(cache) in msg and "f37072fd" in msg and "SHA-256" in msg
+    assert "--weights" in msg and "--no-pretrained" in msg
+
+
+class _RunsCode:
+    """A pickled object that would run code on unpickling (``weights_only=False``)."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("unpickled: code ran",))
+
+
+def test_torchvision_cache_file_is_never_unpickled(torchvision_cache, capsys) -> None:
+    """torchvision's own loader unpickles a cached file with weights_only=False; ours refuses."""
+    from torchvision.models import ResNet18_Weights
+
+    state = _source_state("torchvision:resnet18")
+    path, _ = torchvision_cache(ResNet18_Weights.DEFAULT, {**state, "extra": _RunsCode()})  # hash matches
+    with pytest.raises(ModelLoadError, match="cannot be read as a state_dict") as info:
+        load_model("torchvision:resnet18", 2)
+    assert str(path) in str(info.value)
+    assert "code ran" not in capsys.readouterr().out
 
 
 def test_timm_offline_error_and_cache(tmp_path) -> None:
@@ -168,6 +200,13 @@ def test_timm_offline_error_and_cache(tmp_path) -> None:
     assert m.spec.weights == "timm:timm/test_efficientnet.r160_in1k"
     assert torch.equal(m.backbone.model.conv_stem.weight, state["conv_stem.weight"])
 
+    # a damaged cached file is named, with the loader's reason (not a raw safetensors traceback)
+    cached = snap / "model.safetensors"
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    with pytest.raises(ModelLoadError) as info:
+        load_model("timm:test_efficientnet.r160_in1k", 2)
+    assert str(cached) in str(info.value) and "fails to load" in str(info.value)
+
 
 def test_hf_hub_id_offline_error() -> None:
     from huggingface_hub import constants
@@ -179,25 +218,32 @@ def test_hf_hub_id_offline_error() -> None:
     assert "--weights" in msg and "--no-pretrained" in msg
 
 
-def test_offline_env_is_respected(monkeypatch) -> None:
-    from transferkit.models.weights import is_offline
+@pytest.mark.parametrize("variable", ["TRANSFERKIT_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_offline_env_is_respected(variable: str, online, monkeypatch) -> None:
+    from transferkit.models.weights import is_offline, offline_variable
 
-    assert is_offline()
-    monkeypatch.setenv("TRANSFERKIT_OFFLINE", "0")
+    assert not is_offline()
+    for value in ("1", "true", "YES", "on"):
+        monkeypatch.setenv(variable, value)
+        assert is_offline() and offline_variable() == variable
+    monkeypatch.setenv(variable, "0")
     assert not is_offline()
 
 
-def test_torchvision_download_path(monkeypatch) -> None:
+def test_torchvision_download_path(online, monkeypatch, torchvision_cache) -> None:
     """Online code path without network: a fake download fills the cache, a failing one explains."""
     import urllib.error
 
+    from torchvision.models import ResNet18_Weights
+
     state = _source_state("torchvision:resnet18")
-    monkeypatch.delenv("TRANSFERKIT_OFFLINE")
+    path, raw = torchvision_cache(ResNet18_Weights.DEFAULT, state, write=False)
     calls = []
 
     def fake_download(url: str, dst: str, progress: bool = True) -> None:
         calls.append(url)
-        torch.save(state, dst)
+        assert dst == str(path)
+        Path(dst).write_bytes(raw)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     m = load_model("torchvision:resnet18", 2)
@@ -213,10 +259,9 @@ def test_torchvision_download_path(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(("spec", "module"), [("hf:org/not-cached", "hf"), ("timm:test_vit.r160_in1k", "timm")])
-def test_unreachable_hub_fails_fast(spec: str, module: str, monkeypatch) -> None:
+def test_unreachable_hub_fails_fast(spec: str, module: str, online, monkeypatch) -> None:
     import importlib
 
-    monkeypatch.delenv("TRANSFERKIT_OFFLINE")
     source = importlib.import_module(f"transferkit.models.{module}")
     monkeypatch.setattr(source, "hub_unreachable", lambda: OSError("no route to host"))
     with pytest.raises(WeightsUnavailableError, match="no route to host"):

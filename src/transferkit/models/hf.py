@@ -3,7 +3,9 @@
 ``AutoModel`` gives token states ``[B, T, H]``; :class:`HFEncoder` pools them into ``[B, H]``
 (attention-masked mean, or the first token) and optionally L2-normalises (sentence-transformers).
 Hub ids are looked up in the HF cache first (``local_files_only=True``), then downloaded unless
-``TRANSFERKIT_OFFLINE=1``; a local folder just loads.
+offline (``TRANSFERKIT_OFFLINE``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` = 1: then no
+connection is attempted at all). A local folder, or a cached copy, that fails to load is reported
+with the loader's reason (``ModelLoadError``), never sent to the network.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.errors import ConfigError, UnknownModelError, WeightsUnavailableError
+from transferkit.errors import (
+    ConfigError,
+    ModelLoadError,
+    UnknownModelError,
+    WeightsUnavailableError,
+)
 from transferkit.models.base import TransferModel
 from transferkit.models.groups import GroupRules
 from transferkit.models.spec import ModelSpec, TextPreprocessing
@@ -125,26 +132,107 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+#: The files whose presence in the HF cache means that part of a model is cached; if one is
+#: there and loading still fails, the cached copy is broken (reported), not "not cached".
+_MAIN_FILES: dict[str, tuple[str, ...]] = {
+    "config": ("config.json",),
+    "tokenizer": ("tokenizer_config.json", "tokenizer.json", "vocab.txt"),
+    "weights": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json"),
+}
+
+
+def _cached_file(ident: str, what: str) -> str | None:
+    """The cached main file of ``what`` for hub id ``ident``, or None (reads the disk only)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in _MAIN_FILES[what]:
+        try:
+            found = try_to_load_from_cache(ident, filename, cache_dir=_hf_cache())
+        except Exception:  # an id the hub would reject (HFValidationError): nothing cached
+            return None
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _cache_path(ident: str, what: str) -> str:
+    """Where the main file of ``what`` would be cached (``<cache>/models--org--name/snapshots/*/config.json``)."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    names = " or ".join(_MAIN_FILES[what])
+    return f"{Path(_hf_cache()) / repo_folder_name(repo_id=ident, repo_type='model')}/snapshots/*/{names}"
+
+
+def _missing_from_cache(err: BaseException) -> bool:
+    """True when ``err`` or one of its causes is huggingface_hub's "not in the local cache"."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, LocalEntryNotFoundError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _reason(err: BaseException) -> str:
+    """The loader's message as one short line (transformers' messages span several)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:400]}{'...' if len(text) > 400 else ''}"
+
+
+def _load_failed(ident: str, where: str, what: str, err: BaseException) -> ModelLoadError:
+    fix = (
+        "repair the folder (it needs config.json, tokenizer files and model.safetensors or "
+        "pytorch_model.bin, as written by save_pretrained)"
+        if where == "folder"
+        else f"delete the cached copy ({where}) so that it is downloaded again"
+    )
+    place = f"the folder {ident}" if where == "folder" else f"the HuggingFace cache ({where})"
+    # Only the weights have alternatives: the config and tokenizer are needed in any case.
+    others = ", or pass `--weights PATH` for the weights, or use `--no-pretrained`" if what == "weights" else ""
+    return ModelLoadError(
+        f"The {what} of hf:{ident} is in {place} but fails to load ({_reason(err)}). Fix: {fix}{others}."
+    )
+
+
 def _fetch(fn: Callable[..., Any], ident: str, what: str) -> Any:
-    """Call ``fn(ident)`` from a local folder / the HF cache, else download (unless offline)."""
+    """Call ``fn(ident)`` from a local folder / the HF cache, else download (unless offline).
+
+    Offline (:func:`is_offline`) nothing touches the network, not even a DNS lookup. A local
+    folder or a cached copy that is there but fails to load is reported with the loader's
+    reason; only files missing from the cache lead to a download.
+    """
     if Path(ident).is_dir():
-        with _quiet_loading():
-            return fn(ident)
+        try:
+            with _quiet_loading():
+                return fn(ident, local_files_only=True)
+        except Exception as err:
+            raise _load_failed(ident, "folder", what, err) from err
+    cached = _cached_file(ident, what)
     try:
         with _quiet_loading():
             return fn(ident, local_files_only=True)
-    except Exception as first:  # not cached (OSError / EnvironmentError in transformers)
-        looked = f"the {what} of {ident!r} in the HuggingFace cache {_hf_cache()}"
-        if is_offline():
-            raise unavailable_error(f"hf:{ident}", looked) from first
-        unreachable = hub_unreachable()
-        if unreachable is not None:
-            raise unavailable_error(f"hf:{ident}", looked, unreachable) from first
-        try:
-            with network_timeout():
-                return fn(ident)
-        except Exception as err:
-            raise unavailable_error(f"hf:{ident}", looked, err) from err
+    except Exception as first:
+        if cached is not None and not _missing_from_cache(first):
+            raise _load_failed(ident, str(Path(cached).parent), what, first) from first
+        return _download(fn, ident, what, first)
+
+
+def _download(fn: Callable[..., Any], ident: str, what: str, first: BaseException) -> Any:
+    """``fn(ident)`` with downloads allowed; each way of failing becomes one error."""
+    looked = f"the {what} of {ident!r} in the HuggingFace cache: {_cache_path(ident, what)}"
+    if is_offline():
+        raise unavailable_error(f"hf:{ident}", looked) from first
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise unavailable_error(f"hf:{ident}", looked, unreachable) from first
+    try:
+        with network_timeout():
+            return fn(ident)
+    except Exception as err:
+        raise unavailable_error(f"hf:{ident}", looked, err) from err
 
 
 def group_rules(model: nn.Module) -> GroupRules:

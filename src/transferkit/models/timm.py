@@ -3,8 +3,8 @@
 The classifier is removed with ``reset_classifier(0)``, after which ``model(x)`` returns pooled
 features ``[B, num_features]``. Pre-trained weights live in the HuggingFace cache (the model's
 ``pretrained_cfg.hf_hub_id``); a cached file is handed to timm as ``pretrained_cfg_overlay=
-{"file": path}`` so nothing touches the network, else a real download is tried (unless
-``TRANSFERKIT_OFFLINE=1``).
+{"file": path}`` so nothing touches the network, else a real download is tried (unless offline:
+``TRANSFERKIT_OFFLINE``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` = 1).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from transferkit.errors import UnknownModelError
+from transferkit.errors import ModelLoadError, UnknownModelError
 from transferkit.models.base import TransferModel
 from transferkit.models.groups import GroupRules
 from transferkit.models.spec import ImagePreprocessing, ModelSpec
@@ -87,6 +87,34 @@ def cached_weights_file(pretrained_cfg: dict[str, Any]) -> str | None:
     return None
 
 
+def _expected_file(pretrained_cfg: dict[str, Any]) -> str:
+    """Where the weights would be cached, for the error message."""
+    hub_id = pretrained_cfg.get("hf_hub_id")
+    if not hub_id:
+        import torch
+
+        return str(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(str(pretrained_cfg.get("url"))))
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = Path(_hub_cache()) / repo_folder_name(repo_id=hub_id.split("@", 1)[0], repo_type="model")
+    return f"{folder}/snapshots/*/{pretrained_cfg.get('hf_hub_filename') or ' or '.join(_HUB_FILES)}"
+
+
+def _from_cached_file(name: str, path: str) -> nn.Module:
+    """``name`` with the weights of a cached file (timm reads it with safetensors or
+    ``torch.load(weights_only=True)``); a file that fails to load is named in the error."""
+    try:
+        return _create(name, pretrained=True, pretrained_cfg_overlay={"file": path, "source": ""})
+    except UnknownModelError:
+        raise
+    except Exception as err:  # truncated safetensors, pickled objects, wrong shapes
+        raise ModelLoadError(
+            f"The cached weights file {path} of timm:{name} fails to load ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:400]}). Fix: delete it and run again online so it is "
+            f"downloaded again, or pass `--weights PATH`, or use `--no-pretrained`."
+        ) from err
+
+
 def _pretrained(name: str) -> tuple[nn.Module, str]:
     """Create ``name`` with pre-trained weights from the cache, else download; return origin."""
     probe = _create(name, pretrained=False)  # cheap: gives the resolved pretrained_cfg
@@ -94,9 +122,9 @@ def _pretrained(name: str) -> tuple[nn.Module, str]:
     origin = f"timm:{cfg.get('hf_hub_id') or cfg.get('url') or name}"
     cached = cached_weights_file(cfg)
     if cached is not None:
-        return _create(name, pretrained=True, pretrained_cfg_overlay={"file": cached, "source": ""}), origin
+        return _from_cached_file(name, cached), origin
     what = f"timm:{name} (hub id {cfg.get('hf_hub_id') or cfg.get('url')})"
-    where = f"{cfg.get('hf_hub_id')}/{_HUB_FILES[0]} in the HuggingFace cache {_hub_cache()}"
+    where = _expected_file(cfg)
     if is_offline():
         raise unavailable_error(what, where)
     unreachable = hub_unreachable() if cfg.get("hf_hub_id") else None

@@ -1,24 +1,29 @@
 """torchvision classification models: ``torchvision:<name>[@WEIGHTS]``.
 
 Weights come from the torch hub cache (``torch.hub.get_dir()/checkpoints``); when missing they
-are downloaded (unless ``TRANSFERKIT_OFFLINE=1``), and if that fails the error names the cache
-file and the ``--weights PATH`` / ``--no-pretrained`` alternatives. Preprocessing always comes
+are downloaded (unless offline: ``TRANSFERKIT_OFFLINE``, ``HF_HUB_OFFLINE`` or
+``TRANSFORMERS_OFFLINE`` = 1), and if that fails the error names the cache file and the
+``--weights PATH`` / ``--no-pretrained`` alternatives. A cached file is checked against the hash
+in its name and read with ``torch.load(weights_only=True)``. Preprocessing always comes
 from the weights' ``transforms()`` metadata, which ships with torchvision (offline).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
+import hashlib
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from transferkit.errors import UnknownModelError
+from transferkit.errors import ModelLoadError, UnknownModelError
 from transferkit.models.base import TransferModel
 from transferkit.models.groups import GroupRules, chunk_units
 from transferkit.models.heads import find_classifier, strip_classifier
@@ -31,9 +36,11 @@ from transferkit.models.weights import (
     unavailable_error,
 )
 
-__all__ = ["ImageBackbone", "from_module", "load", "rebuild", "list_infos", "weights_cache_file", "group_rules"]
+__all__ = ["ImageBackbone", "from_module", "load", "rebuild", "list_infos", "weights_cache_file", "read_cached_state",
+           "group_rules"]
 
 _TRUNK_NAMES = ("features", "trunk_output", "blocks", "layers", "stages")
+_BUILD_LOCK = threading.Lock()  # one build at a time while the weights reader is redirected
 
 
 class ImageBackbone(nn.Module):
@@ -97,20 +104,96 @@ def _preprocessing(weights: Any) -> ImagePreprocessing:
     )
 
 
-def _ensure_cached(name: str, weights: Any) -> None:
-    """Make sure the weights file is in the hub cache, downloading it if allowed."""
+def _ensure_cached(name: str, weights: Any) -> Path:
+    """Make sure the weights file is in the hub cache, downloading it if allowed; its path."""
     path = weights_cache_file(weights)
     if path.is_file():
-        return
+        return path
     what = f"torchvision:{name} ({weights.name})"
     if is_offline():
         raise unavailable_error(what, str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with network_timeout():
+        with network_timeout():  # torch.hub writes a temporary file and renames it into place
             torch.hub.download_url_to_file(weights.url, str(path), progress=True)
     except Exception as err:  # URLError, socket timeout, HTTP errors: all mean "not available"
         raise unavailable_error(what, str(path), err) from err
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):  # 1 MiB at a time: files reach 2.5 GB
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _damaged(path: Path, problem: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"The cached weights file {path} {problem}. Fix: delete it and run again online so it is "
+        f"downloaded again, or pass `--weights PATH` (a local state_dict for this architecture), "
+        f"or use `--no-pretrained`."
+    )
+
+
+def read_cached_state(path: Path) -> dict[str, Any]:
+    """Read a torch hub weights file: checksum first, then ``torch.load(weights_only=True)``.
+
+    torchvision names its files ``<model>-<first hex digits of the SHA-256>.pth``
+    (``resnet18-f37072fd.pth``), torch hub's rule (``torch.hub.HASH_REGEX``); a file that does
+    not match is damaged or not the published one. ``weights_only`` means a file cannot run code.
+
+    Raises:
+        ModelLoadError: the checksum differs, or the file is not a tensors-only state_dict.
+    """
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match and match.group(1):
+        expected, actual = match.group(1), _sha256(path)
+        if not actual.startswith(expected):
+            raise _damaged(path, f"is damaged or not the published file: its SHA-256 starts with "
+                                 f"{actual[:len(expected)]}, its name says {expected}")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, pickled objects other than tensors
+        raise _damaged(path, f"cannot be read as a state_dict ({type(err).__name__}: {err})") from err
+
+
+@contextlib.contextmanager
+def _builders_use(url: str, state: dict[str, Any]) -> Iterator[None]:
+    """Hand torchvision's model builders the state_dict already read by :func:`read_cached_state`.
+
+    A builder given ``weights=`` also sets the architecture options those weights need
+    (``transform_input``, ``image_size``, DenseNet's key renaming, GoogLeNet dropping its aux
+    heads), which building with ``weights=None`` would lose; but it reads the file through
+    ``torchvision.models._api.load_state_dict_from_url``, which unpickles with
+    ``weights_only=False`` and checks no hash for a cached file. For the duration of the build
+    that one function returns the checked state instead; any other URL is refused.
+    """
+    from torchvision.models import _api
+
+    original = _api.load_state_dict_from_url
+
+    def checked_state(requested: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if requested != url:
+            raise UnknownModelError(f"torchvision asked for weights at {requested}, expected {url}.")
+        return state
+
+    with _BUILD_LOCK:
+        _api.load_state_dict_from_url = checked_state
+        try:
+            yield
+        finally:
+            _api.load_state_dict_from_url = original
+
+
+def _pretrained_model(name: str, member: Any) -> nn.Module:
+    """``get_model(name, weights=member)`` from the checked cache file (downloaded if allowed)."""
+    from torchvision.models import get_model
+
+    state = read_cached_state(_ensure_cached(name, member))
+    with _builders_use(member.url, state):
+        return get_model(name, weights=member)
 
 
 def group_rules(model: nn.Module) -> GroupRules:
@@ -216,8 +299,7 @@ def load(name: str, num_classes: int, *, pretrained: bool = True, weights_path: 
         load_source_weights(model, read_weights_file(weights_path), [head_path], str(weights_path))
         spec.weights, spec.pretrained = f"file:{Path(weights_path).expanduser().resolve()}", True
     elif pretrained:
-        _ensure_cached(name, member)
-        model = get_model(name, weights=member)  # loads from the hub cache, no network
+        model = _pretrained_model(name, member)
         spec.weights, spec.pretrained = f"torchvision:{member.name}", True
     else:
         model = get_model(name, weights=None)
