@@ -5,6 +5,12 @@ solvers (L2-normalised sentence embeddings have tiny coordinates); the standardi
 folded into the head's weights, so the result is an ordinary ``nn.Linear`` on raw features:
 
     W' = W / std,   b' = b - W' @ mean
+
+Both solvers and the standardiser read the features a slice of rows at a time
+(``CachedFeatures.chunks``), so a memory-mapped cache is never copied whole into RAM. The
+L-BFGS objective is the full-batch one, summed over slices: each slice adds its mean loss
+weighted by its share of the rows, and its gradient, so the optimiser sees the same function;
+with one slice (any split up to ``features.CHUNK_MB``) the sums are the full-batch expressions.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..io.records import EpochRecord, Phase
-from .features import CachedFeatures
+from .features import Rows, chunk_rows
 from .loop import FitResult, LoopSettings, fit
 from .metrics_log import MetricsLog
 from .progress import Progress
@@ -92,19 +98,87 @@ class StandardizedLinear(nn.Module):
         return head
 
 
-def _standardizer(train: CachedFeatures, num_classes: int, seed: int | None = None) -> StandardizedLinear:
-    x = train.features
-    mean = x.mean(0)
+def _mean_std(data: Rows, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and (unbiased) std of ``data``, [F] each, read a slice at a time.
+
+    One slice: ``x.mean(0)``, ``x.std(0)`` as they are. Several: two passes accumulating in
+    float64 (the sum, then the squared deviations from the mean), so no [N, F] temporary exists
+    and the result matches the one-slice one to float32 rounding.
+    """
+    rows = rows or chunk_rows(data.dim)
+    if len(data) <= rows:
+        x = next(data.chunks(rows))[0]  # [N, F]
+        return x.mean(0), x.std(0)
+    total = torch.zeros(data.dim, dtype=torch.float64)
+    for x, _ in data.chunks(rows):
+        total += x.sum(0, dtype=torch.float64)
+    mean = total / len(data)  # [F]
+    squares = torch.zeros(data.dim, dtype=torch.float64)
+    for x, _ in data.chunks(rows):
+        squares += (x.double() - mean).pow_(2).sum(0)
+    std = (squares / (len(data) - 1)).sqrt()
+    return mean.float(), std.float()
+
+
+def _standardizer(train: Rows, num_classes: int, seed: int | None = None, rows: int | None = None,
+                  mean_std: tuple[torch.Tensor, torch.Tensor] | None = None) -> StandardizedLinear:
+    """A seeded ``StandardizedLinear`` on ``train``'s statistics (``mean_std``: already computed)."""
+    mean, std = (t.clone() for t in mean_std) if mean_std is not None else _mean_std(train, rows)
     # Floor the std: a feature (nearly) constant on a few-shot training split would otherwise be
     # divided by ~0 and explode on validation data where it varies.
-    std = x.std(0)
     std = std.clamp_min(0.1 * std.mean().item() + 1e-8)
     return StandardizedLinear(mean, std, num_classes, seed)
 
 
+class _RowBatches(Dataset):
+    """Cached rows as a map-style dataset whose DataLoader fetches a whole batch in one gather
+    (``__getitems__``), a memory-mapped matrix read one batch at a time."""
+
+    def __init__(self, rows: Rows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.tensor(positions, dtype=torch.long)
+        return self.rows.gather(index), self.rows.labels[index]  # [B, F], [B]
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([position])
+        return x[0], y[0]
+
+
+def _as_batch(batch: Any) -> Any:
+    return batch  # __getitems__ already returns the collated batch
+
+
+def row_loader(rows: Rows, batch_size: int, generator: torch.Generator | None = None) -> DataLoader:
+    """``(features [B, F], labels [B])`` batches of cached rows; shuffled when ``generator`` is
+    given (the same draws as ``DataLoader(TensorDataset(...), shuffle=True, generator=...)``)."""
+    return DataLoader(_RowBatches(rows), batch_size=batch_size, shuffle=generator is not None,
+                      generator=generator, collate_fn=_as_batch)
+
+
+@torch.no_grad()
+def evaluate_head(head: nn.Module, data: Rows, rows: int | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``head`` on ``data``, a slice at a time.
+
+    Returns:
+        ``(loss, accuracy)``; with one slice, exactly ``F.cross_entropy(head(x), y)`` and
+        ``(head(x).argmax(1) == y).float().mean()``.
+    """
+    n, loss, correct = len(data), 0.0, 0
+    for x, y in data.chunks(rows):
+        logits = head(x)  # [b, C]
+        loss += F.cross_entropy(logits, y).item() * (len(y) / n)
+        correct += int((logits.argmax(1) == y).sum())
+    return loss, (torch.tensor(float(correct)) / n).item()  # a float32 mean, as torch's
+
+
 def fit_head_adamw(
-    train: CachedFeatures,
-    val: CachedFeatures,
+    train: Rows,
+    val: Rows,
     num_classes: int,
     settings: LoopSettings,
     lr: float,
@@ -124,11 +198,8 @@ def fit_head_adamw(
     if not standardize:
         head.mean.zero_()
         head.std.fill_(1.0)
-    train_loader = DataLoader(
-        TensorDataset(train.features, train.labels), batch_size=batch_size, shuffle=True,
-        generator=generator,
-    )
-    val_loader = DataLoader(TensorDataset(val.features, val.labels), batch_size=1024)
+    train_loader = row_loader(train, batch_size, generator)
+    val_loader = row_loader(val, 1024)
     cpu_settings = dataclasses.replace(settings, device=torch.device("cpu"), amp=False)
     result = fit(
         head, train_loader, val_loader, [{"params": list(head.linear.parameters()), "lr": lr}],
@@ -137,25 +208,40 @@ def fit_head_adamw(
     return head.folded(), result
 
 
-def _lbfgs(head: StandardizedLinear, x: torch.Tensor, y: torch.Tensor, l2: float) -> None:
-    """Full-batch multinomial logistic regression: min CE + l2/2 * ||W||^2 (strong Wolfe)."""
+def _lbfgs(head: StandardizedLinear, data: Rows, l2: float, rows: int | None = None,
+           max_iter: int = 500) -> None:
+    """Full-batch multinomial logistic regression: min CE + l2/2 * ||W||^2 (strong Wolfe).
+
+    The loss and its gradient are summed over slices of ``rows`` rows of ``data``: slice ``k``
+    of ``b_k`` rows adds ``(b_k / N) * mean CE_k`` (exactly the full-batch mean CE in total), so
+    memory holds one slice [b, F], never the [N, F] matrix or its standardised copy.
+    """
     optimizer = torch.optim.LBFGS(
-        head.linear.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-6,
+        head.linear.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-6,
         tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe",
     )
+    n, rows = len(data), rows or chunk_rows(data.dim)
+    # Data that fits one slice is read once for the whole solve (the closure runs hundreds of
+    # times; a view's rows would be gathered again each time); larger data is re-read per call.
+    whole = list(data.chunks(rows)) if n <= rows else None
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(head(x), y) + 0.5 * l2 * head.linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
+        total = torch.zeros(())
+        for x, y in whole or data.chunks(rows):  # x [b, F], y [b]
+            part = F.cross_entropy(head(x), y) * (len(y) / n)
+            part.backward()  # gradients accumulate over the slices
+            total += part.detach()
+        penalty = 0.5 * l2 * head.linear.weight.pow(2).sum()
+        penalty.backward()
+        return total + penalty
 
     optimizer.step(closure)
 
 
 def fit_head_lbfgs(
-    train: CachedFeatures,
-    val: CachedFeatures,
+    train: Rows,
+    val: Rows,
     num_classes: int,
     metrics_log: MetricsLog | None = None,
     grid: tuple[float, ...] = LBFGS_L2_GRID,
@@ -168,23 +254,18 @@ def fit_head_lbfgs(
     Returns:
         The folded head and ``{"l2", "val_accuracy", "val_loss"}`` of the chosen strength.
     """
-    x, y = train.features.float(), train.labels
     best: dict[str, Any] = {"val_accuracy": -1.0, "val_loss": float("inf")}
     with one_thread():
+        mean_std = _mean_std(train)  # the same for every strength: read the features once
         for step, l2 in enumerate(grid, start=1):
             start = time.perf_counter()
-            head = _standardizer(train, num_classes, seed=LBFGS_INIT_SEED)
+            head = _standardizer(train, num_classes, seed=LBFGS_INIT_SEED, mean_std=mean_std)
             with torch.enable_grad():
-                _lbfgs(head, x, y, l2)
-            with torch.no_grad():
-                train_logits, val_logits = head(x), head(val.features)
-                record = EpochRecord(
-                    Phase.HEAD_LBFGS, step, F.cross_entropy(train_logits, y).item(),
-                    (train_logits.argmax(1) == y).float().mean().item(),
-                    F.cross_entropy(val_logits, val.labels).item(),
-                    (val_logits.argmax(1) == val.labels).float().mean().item(),
-                    seconds=time.perf_counter() - start, l2=l2,
-                )
+                _lbfgs(head, train, l2)
+            train_loss, train_acc = evaluate_head(head, train)
+            val_loss, val_acc = evaluate_head(head, val)
+            record = EpochRecord(Phase.HEAD_LBFGS, step, train_loss, train_acc, val_loss, val_acc,
+                                 seconds=time.perf_counter() - start, l2=l2)
             better = record.val_accuracy > best["val_accuracy"] or (
                 record.val_accuracy == best["val_accuracy"] and record.val_loss < best["val_loss"])
             record.improved = better
@@ -199,7 +280,7 @@ def fit_head_lbfgs(
 
 
 @torch.no_grad()
-def temper_head(head: nn.Linear, train: CachedFeatures, energy: float, chunk: int = 65536) -> float:
+def temper_head(head: nn.Linear, train: Rows, energy: float, chunk: int | None = None) -> float:
     """Divide ``head``'s logits by a temperature so its mean training loss is ``energy`` x ln(C).
 
     A probe fitted to convergence on a few-shot split interpolates it (N examples in F > N
@@ -214,7 +295,8 @@ def temper_head(head: nn.Linear, train: CachedFeatures, energy: float, chunk: in
         head: the fitted probe, ``Linear(F, C)``; scaled in place.
         train: the cached training features it was fitted on.
         energy: target loss as a share of ln(C), the loss of a uniform guess; in (0, 1).
-        chunk: rows per matmul, so memory-mapped features are read a slice at a time.
+        chunk: rows per matmul, so memory-mapped features are read a slice at a time (default:
+            ``features.CHUNK_MB`` worth).
 
     Returns:
         The factor applied to the weights and bias (``1 / T``; 1.0 when left as it is).
@@ -228,8 +310,7 @@ def temper_head(head: nn.Linear, train: CachedFeatures, energy: float, chunk: in
         >>> round(F.cross_entropy(head(x), y).item() / math.log(4), 3), bool(scale < 1)
         (0.5, True)
     """
-    logits = torch.cat([head(train.features[i : i + chunk].float())  # [N, C]
-                        for i in range(0, len(train), chunk)])
+    logits = torch.cat([head(x) for x, _ in train.chunks(chunk)])  # [N, C]
     labels = train.labels
     target = energy * math.log(logits.shape[1])
 

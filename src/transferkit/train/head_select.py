@@ -14,6 +14,10 @@ backbone encoded once. Two things make that head as good as a careful hand-made 
 
 ``refit=False`` (``--no-refit``) keeps the head fitted on the training split with selection on
 the validation split, as before; ``test_metrics.json`` records which (``head``).
+
+Train + val and the CV folds are :class:`~transferkit.train.features.FeatureRows` views of the
+cached matrices, never concatenated copies: a memory-mapped cache stays on disk, read a slice at
+a time, whichever rows a solve uses.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io.records import EpochRecord, Phase
-from .features import CachedFeatures
+from .features import FeatureRows, Rows
 from .head import (
     LBFGS_INIT_SEED,
     LBFGS_L2_GRID,
     _lbfgs,
+    _mean_std,
     _standardizer,
+    evaluate_head,
     fit_head_adamw,
     fit_head_lbfgs,
     one_thread,
@@ -97,14 +103,6 @@ class HeadChoice:
                 "examples": self.examples}
 
 
-def _concat(a: CachedFeatures, b: CachedFeatures) -> CachedFeatures:
-    return CachedFeatures(torch.cat([a.features, b.features]), torch.cat([a.labels, b.labels]))
-
-
-def _take(data: CachedFeatures, index: torch.Tensor) -> CachedFeatures:
-    return CachedFeatures(data.features[index], data.labels[index])
-
-
 def cv_folds(labels: torch.Tensor, seed: int, folds: int = CV_FOLDS) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Stratified ``(fit, held_out)`` index pairs; fewer folds when a class has fewer examples
     than ``folds`` (at least 2; a class with one example always stays in ``fit``).
@@ -127,37 +125,38 @@ def cv_folds(labels: torch.Tensor, seed: int, folds: int = CV_FOLDS) -> list[tup
     return [(everything[fold_of != f], everything[fold_of == f]) for f in range(k)]
 
 
-def _use_cv(train: CachedFeatures, val: CachedFeatures, num_classes: int) -> bool:
+def _use_cv(train: Rows, val: Rows, num_classes: int) -> bool:
     return len(val) < CV_BELOW_PER_CLASS * num_classes
 
 
 # -- L-BFGS: choose the L2 strength ------------------------------------------------------------
-def _lbfgs_solve(fit_on: CachedFeatures, num_classes: int, l2: float) -> nn.Module:
-    head = _standardizer(fit_on, num_classes, seed=LBFGS_INIT_SEED)
+def _lbfgs_solve(fit_on: Rows, num_classes: int, l2: float,
+                 mean_std: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+    head = _standardizer(fit_on, num_classes, seed=LBFGS_INIT_SEED, mean_std=mean_std)
     with torch.enable_grad():
-        _lbfgs(head, fit_on.features.float(), fit_on.labels, l2)
+        _lbfgs(head, fit_on, l2)
     return head
 
 
-@torch.no_grad()
-def _score(head: nn.Module, data: CachedFeatures) -> tuple[float, float]:
-    logits = head(data.features.float())  # [N, C]
-    return ((logits.argmax(1) == data.labels).float().mean().item(),
-            F.cross_entropy(logits, data.labels).item())
+def _score(head: nn.Module, data: Rows) -> tuple[float, float]:
+    loss, accuracy = evaluate_head(head, data)
+    return accuracy, loss
 
 
-def _lbfgs_cv(pool: CachedFeatures, num_classes: int, folds: list[tuple[torch.Tensor, torch.Tensor]],
+def _lbfgs_cv(pool: FeatureRows, num_classes: int, folds: list[tuple[torch.Tensor, torch.Tensor]],
               metrics_log: MetricsLog | None) -> tuple[float, float, float]:
     """Mean fold accuracy and loss of every L2 strength; returns the best ``(l2, acc, loss)``."""
     best = (LBFGS_L2_GRID[0], -1.0, math.inf)
+    views = [(pool.take(fit_idx), pool.take(held_idx)) for fit_idx, held_idx in folds]
     with one_thread():
+        stats = [_mean_std(fit_on) for fit_on, _ in views]  # each fold's, the same for every strength
         for step, l2 in enumerate(LBFGS_L2_GRID, start=1):
             start = time.perf_counter()
             fit_scores, held_scores = [], []
-            for fit_idx, held_idx in folds:
-                head = _lbfgs_solve(_take(pool, fit_idx), num_classes, l2)
-                fit_scores.append(_score(head, _take(pool, fit_idx)))
-                held_scores.append(_score(head, _take(pool, held_idx)))
+            for (fit_on, held_out), mean_std in zip(views, stats):
+                head = _lbfgs_solve(fit_on, num_classes, l2, mean_std)
+                fit_scores.append(_score(head, fit_on))
+                held_scores.append(_score(head, held_out))
             acc = statistics.fmean(a for a, _ in held_scores)
             loss = statistics.fmean(v for _, v in held_scores)
             better = acc > best[1] or (acc == best[1] and loss < best[2])
@@ -172,9 +171,9 @@ def _lbfgs_cv(pool: CachedFeatures, num_classes: int, folds: list[tuple[torch.Te
     return best
 
 
-def _select_lbfgs(train: CachedFeatures, val: CachedFeatures, num_classes: int, refit: bool, seed: int,
+def _select_lbfgs(train: Rows, val: Rows, num_classes: int, refit: bool, seed: int,
                   metrics_log: MetricsLog | None) -> HeadChoice:
-    pool = _concat(train, val)
+    pool = FeatureRows([train, val])  # a view: nothing is copied
     if refit and _use_cv(train, val, num_classes):
         folds = cv_folds(pool.labels, seed)
         l2, score, loss = _lbfgs_cv(pool, num_classes, folds, metrics_log)
@@ -192,7 +191,7 @@ def _select_lbfgs(train: CachedFeatures, val: CachedFeatures, num_classes: int, 
 
 
 # -- AdamW: choose the epoch count -------------------------------------------------------------
-def _adamw_epochs(data: CachedFeatures, num_classes: int, opts: AdamWHead, epochs: int) -> nn.Linear:
+def _adamw_epochs(data: Rows, num_classes: int, opts: AdamWHead, epochs: int) -> nn.Linear:
     """Train a fresh standardised head on ``data`` for exactly ``epochs`` epochs of the schedule
     the selection ran (warmup and cosine over ``opts.settings.epochs`` epochs), no early stop."""
     settings = opts.settings
@@ -208,7 +207,7 @@ def _adamw_epochs(data: CachedFeatures, num_classes: int, opts: AdamWHead, epoch
             for batch in order.split(opts.batch_size):
                 for group in optimizer.param_groups:
                     group["lr"] = opts.lr * warmup_cosine(step, total, warmup)
-                loss = F.cross_entropy(head(data.features[batch].float()), data.labels[batch],
+                loss = F.cross_entropy(head(data.gather(batch)), data.labels[batch],
                                        label_smoothing=settings.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -219,13 +218,13 @@ def _adamw_epochs(data: CachedFeatures, num_classes: int, opts: AdamWHead, epoch
     return head.folded()
 
 
-def _select_adamw(train: CachedFeatures, val: CachedFeatures, num_classes: int, opts: AdamWHead,
+def _select_adamw(train: Rows, val: Rows, num_classes: int, opts: AdamWHead,
                   refit: bool, seed: int, metrics_log: MetricsLog | None, progress: Progress | None,
                   phase: Phase) -> tuple[HeadChoice, list[str]]:
     if refit and _use_cv(train, val, num_classes):
-        pool = _concat(train, val)
+        pool = FeatureRows([train, val])
         folds = cv_folds(pool.labels, seed)
-        results = [fit_head_adamw(_take(pool, f), _take(pool, h), num_classes, opts.settings, opts.lr,
+        results = [fit_head_adamw(pool.take(f), pool.take(h), num_classes, opts.settings, opts.lr,
                                   opts.batch_size, opts.generator)[1] for f, h in folds]
         epochs = max(1, round(statistics.median(r.best_epoch for r in results)))
         score = statistics.fmean(r.best_val_accuracy for r in results)
@@ -239,13 +238,13 @@ def _select_adamw(train: CachedFeatures, val: CachedFeatures, num_classes: int, 
         selection, warnings = "val", list(result.warnings)
         if not refit:
             return HeadChoice(head, "adamw", selection, {"epochs": epochs}, score, loss, False, len(train)), warnings
-        pool = _concat(train, val)
+        pool = FeatureRows([train, val])
     head = _adamw_epochs(pool, num_classes, opts, epochs)
     log.info("%s: refitted on train + val (%d examples) for %d epochs", phase, len(pool), epochs)
     return HeadChoice(head, "adamw", selection, {"epochs": epochs}, score, loss, True, len(pool)), warnings
 
 
-def select_and_fit_head(train: CachedFeatures, val: CachedFeatures, num_classes: int, solver: str, *,
+def select_and_fit_head(train: Rows, val: Rows, num_classes: int, solver: str, *,
                         adamw: AdamWHead, refit: bool = True, seed: int = 0,
                         metrics_log: MetricsLog | None = None, progress: Progress | None = None,
                         phase: Phase = Phase.HEAD) -> tuple[HeadChoice, list[str]]:
@@ -268,6 +267,7 @@ def select_and_fit_head(train: CachedFeatures, val: CachedFeatures, num_classes:
 
     Example:
         >>> import torch
+        >>> from transferkit.train.features import CachedFeatures
         >>> from transferkit.train.loop import LoopSettings
         >>> g = torch.Generator().manual_seed(0)
         >>> x, y = torch.randn(40, 8), torch.arange(40) % 2
