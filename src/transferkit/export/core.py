@@ -12,9 +12,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,12 +24,25 @@ from ..errors import ConfigError
 from ..inference import Run, load_run
 from ..io.atomic import atomic_write_json
 from ..io.runfolder import ADAPTER
-from .formats import DEFAULT_FORMAT, EXPORT_FORMATS, ExportFormat
+from .formats import (
+    DEFAULT_FORMAT,
+    EXPORT_FORMATS,
+    FILE_HASH_KEY,
+    ExportFormat,
+    file_sha256,
+)
 from .graph import GraphInputs, at_least_two, build_graph, with_padding
 from .sidecar import build_sidecar, sidecar_path, tokenizer_dir
-from .verify import DEFAULT_TOLERANCE, Verification, accuracy_of, check_parity, sample_batch, validation_split
+from .verify import (
+    DEFAULT_TOLERANCE,
+    Verification,
+    accuracy_of,
+    check_parity,
+    sample_batch,
+    validation_split,
+)
 
-__all__ = ["export_run", "ExportResult", "QUANTIZATIONS"]
+__all__ = ["QUANTIZATIONS", "ExportResult", "export_run"]
 
 log = logging.getLogger("transferkit")
 
@@ -180,7 +194,12 @@ def _quantize(exporter: _Exporter, fp32: Path, target: Path, split: Any) -> dict
 
 
 def _publish(staging: Path, folder: Path, names: list[str]) -> None:
-    """Move the staged files into ``folder`` (the model file last), replacing old ones."""
+    """Move the staged files into ``folder`` in the order given, replacing old ones.
+
+    The sidecar and the model file go last, one right after the other; the sidecar carries the
+    model file's hash, so if a kill falls between the two renames, loading the mixed pair is an
+    error (``formats.check_pair``) rather than predictions with another export's labels.
+    """
     for name in names:
         source, target = staging / name, folder / name
         if not source.exists():
@@ -192,7 +211,7 @@ def _publish(staging: Path, folder: Path, names: list[str]) -> None:
 
 def export_run(
     run_dir: str | Path,
-    format: str = DEFAULT_FORMAT,  # noqa: A002 - the CLI's --format
+    format: str = DEFAULT_FORMAT,
     *,
     out: str | Path | None = None,
     opset: int | None = None,
@@ -242,6 +261,8 @@ def export_run(
     model.float().eval()
     split = validation_split(run) if (verify or quantize) else None
     sample, source = sample_batch(run, split, samples)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # an earlier export of this file, killed
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         exporter = _Exporter(run, model, fmt, staging, path.name, opset=opset, dynamic_batch=dynamic_batch)
@@ -253,11 +274,12 @@ def export_run(
                  "merged_lora": merge, "run_dir": str(run.run_dir.resolve())}
         sidecar = exporter.sidecar(inputs, extra)
         fmt.annotate(staging / path.name, sidecar)
+        sidecar[FILE_HASH_KEY] = file_sha256(staging / path.name)  # the file as published
         atomic_write_json(staging / sidecar_path(path).name, sidecar)
         if run.model.spec.modality == "text":
             run.model.tokenizer().save_pretrained(str(staging / tokenizer_dir(path).name))
-        _publish(staging, path.parent, [tokenizer_dir(path).name, sidecar_path(path).name,
-                                        path.name + ".data", path.name])
+        _publish(staging, path.parent, [tokenizer_dir(path).name, path.name + ".data",
+                                        sidecar_path(path).name, path.name])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     size = path.stat().st_size / 2**20

@@ -13,17 +13,18 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ExportError
 from ..registry import Registry
 from .graph import GraphInputs
 
-__all__ = ["ExportFormat", "EXPORT_FORMATS", "DEFAULT_FORMAT"]
+__all__ = ["DEFAULT_FORMAT", "EXPORT_FORMATS", "FILE_HASH_KEY", "ExportFormat", "check_pair", "file_sha256"]
 
 
 class ExportFormat:
@@ -75,3 +76,34 @@ DEFAULT_FORMAT = "onnx"
 
 #: Every export format, by its ``--format`` name (filled by the format modules of this package).
 EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", option="format")
+
+
+#: The sidecar key holding the SHA-256 of the exported file it describes: the file and its
+#: sidecar are renamed into place one after the other, so an export replaced with ``--force``
+#: and killed between the two renames would leave a mixed pair; the hash makes that an error.
+FILE_HASH_KEY = "file_sha256"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (exported models can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_pair(artifact: str | Path, sidecar: dict[str, Any]) -> None:
+    """Refuse an exported file whose sidecar was written for another file (sidecars written
+    before the hash existed are taken as they are).
+
+    Raises:
+        ExportError: naming both files and how to repair them.
+    """
+    expected = sidecar.get(FILE_HASH_KEY)
+    if expected and file_sha256(artifact) != expected:
+        raise ExportError(
+            f"{artifact} does not match its sidecar {Path(artifact).name}.json: the sidecar describes "
+            "another export (an export replaced with --force was interrupted between the two "
+            "files, or one of them was copied or edited). Export the run again with --force."
+        )

@@ -18,14 +18,29 @@ A run folder (``transferkit train``) holds::
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
 from ..errors import RunFolderError
 
-__all__ = ["CONFIG", "MODEL_SPEC", "WEIGHTS", "METRICS", "TEST_METRICS", "CURVE", "LOG", "ASSETS",
-           "CHECKPOINT", "ADAPTER", "TENSORBOARD", "default_folder", "new_empty_folder",
-           "check_run_folder"]
+__all__ = [
+    "ADAPTER",
+    "ASSETS",
+    "CHECKPOINT",
+    "CONFIG",
+    "CURVE",
+    "LOG",
+    "METRICS",
+    "MODEL_SPEC",
+    "TENSORBOARD",
+    "TEST_METRICS",
+    "WEIGHTS",
+    "check_run_folder",
+    "default_folder",
+    "new_empty_folder",
+    "remove_temporaries",
+]
 
 CONFIG = "config.yaml"
 MODEL_SPEC = "model_spec.json"
@@ -57,13 +72,27 @@ def default_folder(model: str, *, kind: str | None = None, strategy: str | None 
     return Path("runs") / "-".join(parts)
 
 
-def new_empty_folder(path: str | Path, what: str = "Run folder") -> Path:
+def new_empty_folder(path: str | Path, what: str = "Run folder", *, unique: bool = False) -> Path:
     """Create ``path``, which must not exist or be an empty folder (nothing is ever overwritten).
 
+    Args:
+        path: the folder to create.
+        what: what messages call it.
+        unique: ``path`` is a default name (``default_folder``): create a folder no other
+            process has, adding ``-2``, ``-3``, ... when the name is taken, even by an empty
+            folder (two runs started in the same second get a folder each).
+
     Raises:
-        RunFolderError: ``path`` is a file or a folder with something in it.
+        RunFolderError: ``path`` is a file or a folder with something in it (``unique=False``).
+
+    Example:
+        >>> a = new_empty_folder(tmp / "run", unique=True)  # doctest: +SKIP
+        >>> new_empty_folder(tmp / "run", unique=True).name  # doctest: +SKIP
+        'run-2'
     """
     path = Path(path)
+    if unique:
+        return _exclusive_folder(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunFolderError(
             f"{what} {path} already exists and is not empty; nothing was overwritten. Choose "
@@ -71,6 +100,35 @@ def new_empty_folder(path: str | Path, what: str = "Run folder") -> Path:
         )
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _exclusive_folder(path: Path) -> Path:
+    """``mkdir`` without ``exist_ok`` is atomic: of two processes, exactly one creates a name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"Could not create a new folder beside {path}: 999 folders of that name exist; "
+                         "give --out, or tidy that folder.")
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.<name>.<random>.tmp`` files and staging folders a killed process left in
+    ``folder`` or below (``io.atomic`` and folder swaps name them so; a swapped-out folder is
+    ``.<name>.<random>.old``); return what was removed."""
+    removed = []
+    found = [*Path(folder).rglob(".*.tmp"), *Path(folder).rglob(".*.old")]
+    for path in sorted(found, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def check_run_folder(run_dir: str | Path) -> Path:

@@ -8,29 +8,54 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from .. import surgery
 from ..config import TrainConfig
 from ..data import DataBundle, load_data
+from ..data.datasets import check_data_source
 from ..errors import ConfigError, DataError
 from ..io import runfolder as rf
-from ..io.atomic import atomic_save_weights, atomic_write_json
-from ..io.records import TestMetrics, epochs_to_best, epochs_trained
+from ..io.atomic import atomic_save_weights, atomic_write_json, kill_point
+from ..io.records import EventKind, TestMetrics, epochs_to_best, epochs_trained
 from ..models import ModelSpec, TransferModel, build_model_from_spec, load_model
 from ..registry import FEATURE_BACKENDS
-from ..strategies import FeatureExtraction, FineTunePhase, HeadPhase, Strategy, get_strategy
-from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
-from .device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
-from .features import CachedFeatures, extract_features
+from ..strategies import (
+    FeatureExtraction,
+    FineTunePhase,
+    HeadPhase,
+    Strategy,
+    get_strategy,
+)
+from .checkpoint import (
+    Resumable,
+    RunState,
+    check_unchanged,
+    config_fingerprint,
+    data_fingerprint,
+    load_checkpoint,
+    mark_finished,
+    remove_checkpoint,
+    restore_cuda_rng,
+    restore_host_rng,
+    save_checkpoint,
+)
+from .device import (
+    inference_batch_size,
+    prepare_model_layout,
+    resolve_device,
+    seed_everything,
+)
+from .features import CachedFeatures, FeatureCache, extract_features
 from .head import temper_head
 from .head_select import AdamWHead, select_and_fit_head
 from .loaders import apply_image_size, make_indexed_loader, make_loader
-from .loop import Checkpoint, LoopSettings, fit, predict_logits
+from .loop import LoopSettings, check_finite_weights, fit, predict_logits
 from .metrics import classification_metrics
 from .metrics_log import MetricsLog
 from .plots import learning_curve_figure, save_figure
@@ -105,6 +130,9 @@ class _Trainer:
     def __init__(self, cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
                  progress: Progress, started: float) -> None:
         self.cfg, self.model, self.data, self.run_dir, self.progress = cfg, model, data, run_dir, progress
+        self.started = started
+        # what a resume checks it continues on: the data listing and splits, and the config
+        self.fingerprints = (data_fingerprint(data), config_fingerprint(run_dir / rf.CONFIG))
         self.device = resolve_device(cfg.device)
         self.generator = seed_everything(cfg.seed)
         self.metrics = MetricsLog(run_dir / rf.METRICS, run_dir / rf.TENSORBOARD if cfg.tensorboard else None)
@@ -115,7 +143,15 @@ class _Trainer:
         self._encoder: Any = None  # the feature backend's encoder (None: torch runs the model)
         self._encoder_ready = False
         self.probe_score: tuple[float, float] | None = None  # (accuracy, loss) the head was chosen by
+        # one budget for every split's features; a spill file goes to the run folder's disk
+        self.feature_cache = FeatureCache(
+            cfg.feature_cache_mb, Path(cfg.cache_dir).expanduser() if cfg.cache_dir else run_dir)
         prepare_model_layout(model, model.spec.modality)
+
+    def run_state(self) -> RunState:
+        """The run's part of a checkpoint: fingerprints, time spent, warnings, record entries."""
+        return RunState(*self.fingerprints, elapsed=time.perf_counter() - self.started,
+                        warnings=list(self.warnings), extra=dict(self.extra))
 
     def settings(self, own: dict[str, Any] | None = None) -> LoopSettings:
         """The loop's settings; ``own`` overrides epochs, patience and weight decay (LP-FT's
@@ -137,12 +173,12 @@ class _Trainer:
             self._encoder = FEATURE_BACKENDS.get(self.cfg.backend)(self.model, loader, self.device)
             self._encoder_ready = True
         cached = extract_features(self.model, loader, len(split), self.device, amp=self.cfg.amp,
-                                  limit_mb=self.cfg.feature_cache_mb,
+                                  cache=self.feature_cache,
                                   progress=self.progress, desc=f"encode {name}", encode=self._encoder)
         log.info("encoded %s split: %d examples in %.1f s", name, len(split), time.perf_counter() - start)
         return cached
 
-    def run(self, strategy: Strategy, resume: Checkpoint | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, strategy: Strategy, resume: Resumable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the strategy's phases; return the test split's (logits [N, C], labels [N])."""
         phases = strategy.phases
         if resume is not None:  # checkpoints are written in fine-tune phases: the head phases had finished
@@ -190,9 +226,19 @@ class _Trainer:
         return logits, test.labels
 
     def run_finetune(self, strategy: Strategy, phase: FineTunePhase,
-                     resume: Checkpoint | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train end to end with the strategy's schedule; checkpoint every epoch."""
-        cfg = self.cfg
+                     resume: Resumable | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train end to end with the strategy's schedule; checkpoint every epoch.
+
+        A resumed phase continues after the checkpoint's epoch, or, when it had already decided
+        to stop (early stop, time budget, last epoch), trains no further: the loop only restores
+        its optimizer groups and best weights, and the test pass follows.
+        """
+        cfg, settings = self.cfg, self.settings()
+        if resume is not None:
+            restore_cuda_rng(resume)
+            restore_host_rng(resume.host_rng)
+            if resume.stop_decided():
+                settings = dataclasses.replace(settings, epochs=resume.loop.state.epoch)
         self.model.to(self.device)
         strategy.prepare(self.model)
         train_loader = make_loader(self.model, self.data.train, batch_size=cfg.batch_size, train=True,
@@ -201,27 +247,42 @@ class _Trainer:
         val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch,
                                  num_workers=cfg.num_workers)
         result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
-                     self.settings(), phase=phase.record, label=f"{strategy.name} {phase.record}",
+                     settings, phase=phase.record, label=f"{strategy.name} {phase.record}",
                      metrics_log=self.metrics, progress=self.progress,
                      on_epoch_start=strategy.on_epoch_start, generator=self.generator,
-                     checkpoint=lambda ck: save_checkpoint(self.run_dir, ck), resume=resume,
+                     checkpoint=lambda ck: save_checkpoint(self.run_dir, ck, self.run_state()),
+                     resume=resume.loop if resume is not None else None,
                      baseline=phase.keep_start_if_better,
                      # a probe refitted on train + val has seen val: its honest score is the selection's
                      baseline_score=self.probe_score if self.cfg.refit else None,
                      keep_latest=phase.keep_latest)
         self.extra["best_epoch"] = result.best_epoch
-        self.warnings += result.warnings
+        if resume is None or not resume.run.finished:  # a finished phase's warnings were saved whole
+            self.warnings += _replayed_warnings(resume) + result.warnings
+        kill_point("fit-done")
+        mark_finished(self.run_dir, self.run_state())
+        kill_point("test-pass")
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
                                   num_workers=cfg.num_workers)
         return predict_logits(self.model, test_loader, self.device, cfg.amp)
+
+
+def _replayed_warnings(resume: Resumable | None) -> list[str]:
+    """The loop's warnings from the epochs before a resume (its records keep them as events)."""
+    if resume is None:
+        return []
+    return [e.message for r in resume.loop.records if r.phase is resume.loop.phase
+            for e in r.events if e.kind is EventKind.OVERFITTING]
 
 
 def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, labels: torch.Tensor,
                    seconds: float) -> TestMetrics:
     model, cfg, run_dir = trainer.model, trainer.cfg, trainer.run_dir
     total, trainable = surgery.count_parameters(model)  # as trained (LoRA: the factors and the head)
+    check_finite_weights(model, f"{cfg.strategy} training")  # never a finished run with NaN weights
     strategy.write_extras(model, run_dir)
     atomic_save_weights(run_dir / rf.WEIGHTS, strategy.final_state_dict(model))
+    kill_point("outputs")
     records = trainer.metrics.records
     metrics = TestMetrics(
         **classification_metrics(labels.tolist(), logits.argmax(1).tolist(), trainer.data.classes),
@@ -256,15 +317,16 @@ def _run_log(run_dir: Path) -> Iterator[None]:
 
 
 def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
-             progress: bool | None, started: float, resume: Checkpoint | None = None) -> RunResult:
+             progress: bool | None, started: float, resume: Resumable | None = None) -> RunResult:
     strategy = get_strategy(cfg.strategy, cfg)
     trainer = _Trainer(cfg, model, data, run_dir, Progress(progress), started)
     if cfg.augment and not strategy.trains_backbone():
         trainer.warnings.append(f"--augment is ignored by {cfg.strategy}: each split is encoded once, without "
                                 "augmentation; use an end-to-end strategy to train on augmented images")
         log.warning("%s", trainer.warnings[-1])
-    if resume is not None:
-        trainer.metrics.records = list(resume.records)
+    if resume is not None:  # the warnings and entries of the phases before, as they were
+        trainer.metrics.records = list(resume.loop.records)
+        trainer.warnings, trainer.extra = list(resume.run.warnings), dict(resume.run.extra)
     try:
         logits, labels = trainer.run(strategy, resume)
     finally:
@@ -294,9 +356,11 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         True
     """
     cfg = absolute_local_paths(config.resolved())
+    resolve_device(cfg.device)  # a device that is not there fails before any model, data or folder
     started = time.perf_counter()
     reset_peak_rss()
     seed_everything(cfg.seed)
+    check_data_source(cfg.data)  # a typo in --data fails before a model is loaded or downloaded
     model = load_model(cfg.model, num_classes=2, pretrained=cfg.pretrained, weights=cfg.weights,
                        pooling=cfg.pooling, max_length=cfg.max_length)
     cfg = absolute_local_paths(config.resolved(model.spec.modality))
@@ -307,7 +371,8 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     model.reset_classifier(len(data.classes))
     model.spec.labels = list(data.classes)
     get_strategy(cfg.strategy, cfg).prepare(model)  # fails early on a bad --group-lrs
-    run_dir = rf.new_empty_folder(Path(cfg.out) if cfg.out else rf.default_folder(cfg.model, strategy=cfg.strategy))
+    run_dir = (rf.new_empty_folder(Path(cfg.out)) if cfg.out  # a default name: a folder of its own
+               else rf.new_empty_folder(rf.default_folder(cfg.model, strategy=cfg.strategy), unique=True))
     cfg = dataclasses.replace(cfg.with_data_defaults(len(data.train)), out=str(run_dir))
     with _run_log(run_dir):
         cfg.save(run_dir / rf.CONFIG)
@@ -332,12 +397,18 @@ def resume(run_dir: str | Path, *, progress: bool | None = None) -> RunResult:
     """
     run_dir = Path(run_dir)
     ck = load_checkpoint(run_dir)
+    leftovers = rf.remove_temporaries(run_dir)  # a killed process's half-written files
     cfg = TrainConfig.load(run_dir / rf.CONFIG)
     spec = ModelSpec.from_dict(json.loads((run_dir / rf.MODEL_SPEC).read_text(encoding="utf-8")))
     model = build_model_from_spec(spec, run_dir / rf.ASSETS)
     get_strategy(cfg.strategy, cfg).setup_model(model)  # e.g. LoRA layers, before their weights load
-    model.load_state_dict(ck.model)
+    model.load_state_dict(ck.loop.model)
     data = _load_data(cfg, spec.modality)
+    check_unchanged(ck, data, run_dir)
     with _run_log(run_dir):
-        log.info("resuming %s after epoch %d of phase %s", run_dir, ck.state.epoch, ck.phase)
-        return _execute(cfg, model, data, run_dir, progress, time.perf_counter(), resume=ck)
+        log.info("resuming %s after epoch %d of phase %s%s", run_dir, ck.loop.state.epoch, ck.loop.phase,
+                 " (its training had ended; testing)" if ck.stop_decided() else "")
+        for leftover in leftovers:
+            log.info("removed %s, left by the interrupted process", leftover)
+        # the time budget counts the time spent before the interruption
+        return _execute(cfg, model, data, run_dir, progress, time.perf_counter() - ck.run.elapsed, resume=ck)
