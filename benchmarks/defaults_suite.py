@@ -83,7 +83,7 @@ def run_suite(args: argparse.Namespace) -> None:
     results_path = Path(args.results)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     # Cells already in any results file of the folder (one file per worker process) are done.
-    done = {cell_key(r) for path in results_path.parent.glob('*.jsonl') for r in read_results(path)}
+    done = {cell_key(r) for path in results_path.parent.glob('defaults*.jsonl') for r in read_results(path)}
     strategies = strategy_names() if args.strategies == "all" else args.strategies.split(",")
     plans = {d: data_plan(d, args.max_test) for d in args.datasets.split(",")}
     # Cheapest, most informative cells first: every dataset at one size and seed before the next.
