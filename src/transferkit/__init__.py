@@ -28,6 +28,7 @@ from .errors import (
 )
 from .export import DEFAULT_FORMAT as DEFAULT_EXPORT_FORMAT
 from .export import EXPORT_FORMATS, ExportedModel, ExportResult, export_run, load_exported
+from .export import LatencyReport, exported_files, measure_latency, read_latency
 from .inference import Run, evaluate, load_run, predict
 from .io.records import EpochRecord, Phase, TestMetrics
 from .lora import (
@@ -44,11 +45,11 @@ from .lora import (
 )
 from .models import ModelSpec, TransferModel, list_models, load_model
 from .strategies import Strategy, get_strategy, register_strategy, strategy_class, strategy_names
-from .train import RunResult, resume, train
+from .train import RunResult, check_config, resume, train
 from .workflows import CompareResult, Recommendation, compare, recommend
 
 __all__ = [
-    "TrainConfig", "DataOptions", "train", "resume", "RunResult", "evaluate", "predict", "load_run", "Run",
+    "TrainConfig", "DataOptions", "train", "check_config", "resume", "RunResult", "evaluate", "predict", "load_run", "Run",
     "Strategy", "register_strategy", "strategy_names", "strategy_class", "get_strategy", "EpochRecord", "TestMetrics", "Phase",
     "workflows", "EXPORT_FORMATS", "DEFAULT_EXPORT_FORMAT",
     "load_model", "list_models", "ModelSpec", "TransferModel",
@@ -56,6 +57,7 @@ __all__ = [
     "apply_lora", "merge_lora", "unmerge_lora", "remove_lora", "has_lora", "save_adapter", "load_adapter",
     "lora_savings", "resolve_targets", "LoraSettings",
     "export_run", "ExportResult", "load_exported", "ExportedModel", "ExportError", "BackendUnavailableError",
+    "measure_latency", "read_latency", "LatencyReport", "exported_files",
     "TransferkitError", "ConfigError", "DataError", "RunFolderError", "UnknownModelError",
     "UnsupportedModelError", "WeightsMismatchError", "ModelLoadError", "WeightsUnavailableError", "__version__",
     "FileAccessError", "TrainingDivergedError", "file_access_error",

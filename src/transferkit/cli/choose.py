@@ -29,10 +29,12 @@ _MODEL_FIELDS = ("max_length", "device", "weights")
 @click.option("--pretrained/--no-pretrained", "pretrained", default=None,
               help="Start from pre-trained weights (default) or from random weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json's rows as one JSON array.")
+@click.option("--check", is_flag=True, help="Only check the options as each run would before it starts, print "
+                                            "ok and exit (nothing is loaded or written).")
 @field_options(("epochs", "batch_size", *_MODEL_FIELDS))
 @data_options()
 def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
-                time_budget: float | None, as_json: bool, **values: Any) -> None:
+                time_budget: float | None, as_json: bool, check: bool, **values: Any) -> None:
     """Train several strategies on the same splits and compare accuracy, size, time and memory.
 
     Writes compare.json, compare.md, val_accuracy.png and a `best` link to the best run.
@@ -46,6 +48,11 @@ def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
     """
     names = strategies.split(",") if strategies is not None else None
     options, rest = data_from(data, values)
+    if check:  # each strategy's run config, checked as train checks it
+        for name in names or tk.strategy_names():
+            tk.check_config(tk.TrainConfig(model=model, strategy=name.strip(), **dataclasses.asdict(options), **rest))
+        click.echo("ok")
+        return
     result = tk.compare(model, options, strategies=names, out=out, time_budget=time_budget, **rest)
     if as_json:
         click.echo(json.dumps(result.rows))

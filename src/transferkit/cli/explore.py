@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Callable
 
 import click
 
+import transferkit as tk
 from transferkit import workflows
 
 from .app import cli
@@ -40,9 +42,11 @@ def _show_rows(result: Any, describe: Callable[[list[dict[str, Any]]], list[str]
 @click.option("--out", help="Output folder (default: runs/efficiency-<model>-<time>).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print efficiency_summary.json as one JSON object.")
+@click.option("--check", is_flag=True, help="Only check the model, data, sizes and device, print ok and exit "
+                                            "(nothing is loaded or written).")
 @data_options(exclude=("per_class", "seed"))
 def efficiency_cmd(model: str, data: str, per_class: str, seeds: int, methods: str, time_budget: float,
-                   out: str | None, device: str, as_json: bool, **values: Any) -> None:
+                   out: str | None, device: str, as_json: bool, check: bool, **values: Any) -> None:
     """Sample efficiency: accuracy by training-set size, pre-trained against from scratch, and the
     data multiplier (how much more data training from scratch needed to match transfer).
 
@@ -54,6 +58,11 @@ def efficiency_cmd(model: str, data: str, per_class: str, seeds: int, methods: s
       transferkit efficiency --model builtin:efficientnet_lite0 --data builtin:mnist --per-class 10,30,100,300 --seeds 2
     """
     options, _ = data_from(data, values)
+    if check:  # the checks a training run makes first, on the study's model, data and device
+        workflows.parse_int_list(per_class, "per_class")
+        tk.check_config(tk.TrainConfig(model=model, device=device, **dataclasses.asdict(options)))
+        click.echo("ok")
+        return
     result = workflows.sample_efficiency(
         model, options, per_class=per_class, seeds=seeds, methods=[m.strip() for m in methods.split(",") if m.strip()],
         out=out, time_budget=time_budget or None, device=device)

@@ -99,8 +99,11 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue an interrupted run from its folder's last finished epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the test metrics as one JSON object.")
+@click.option("--check", "check", is_flag=True,
+              help="Only check the options as train does before it starts (config, device, data source, "
+                   "model name), print ok and exit: nothing is loaded or written.")
 @train_options
-def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, **values: Any) -> None:
+def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, check: bool, **values: Any) -> None:
     """Adapt a pre-trained model to a labelled dataset and write a run folder.
 
     \b
@@ -110,7 +113,15 @@ def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, **
       transferkit train --config runs/<run>/config.yaml --out runs/again
       transferkit train --model builtin:efficientnet_lite0 --data imgs --strategy gradual --lr-decay 0.3
       transferkit train --resume runs/<interrupted run>
+      transferkit train --model builtin:minilm --data news.csv --check
     """
+    if check:
+        if resume_dir:
+            raise tk.ConfigError("--check checks the options of a new run; drop --resume (a resumed run "
+                                 "keeps the options it was started with).")
+        tk.check_config(_build_config(config_file, values))
+        click.echo("ok")
+        return
     if resume_dir:
         given = sorted(k for k, v in values.items() if v is not None)
         if given or config_file:

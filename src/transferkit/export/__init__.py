@@ -20,7 +20,8 @@ from . import tensorrt  # noqa: F401
 from . import features  # noqa: F401
 # isort: on
 from .core import QUANTIZATIONS, ExportResult, export_run
-from .formats import DEFAULT_FORMAT, EXPORT_FORMATS, ExportFormat
+from .formats import DEFAULT_FORMAT, EXPORT_DIR, EXPORT_FORMATS, ExportFormat
+from .latency import LATENCY_JSON, LatencyReport, LatencyRow, exported_files, measure_latency, read_latency
 from .predictor import ExportedModel, load_exported
 from .sidecar import is_exported, read_sidecar, sidecar_path, tokenizer_dir
 from .tensorrt import tensorrt_missing
@@ -29,5 +30,6 @@ from .verify import DEFAULT_TOLERANCE, Verification
 __all__ = [
     "export_run", "ExportResult", "Verification", "load_exported", "ExportedModel", "is_exported",
     "read_sidecar", "sidecar_path", "tokenizer_dir", "tensorrt_missing", "EXPORT_FORMATS", "ExportFormat", "DEFAULT_FORMAT",
-    "QUANTIZATIONS", "DEFAULT_TOLERANCE",
+    "QUANTIZATIONS", "DEFAULT_TOLERANCE", "EXPORT_DIR", "measure_latency", "read_latency", "exported_files",
+    "LatencyReport", "LatencyRow", "LATENCY_JSON",
 ]

@@ -26,6 +26,7 @@ from ..io.atomic import atomic_write_json
 from ..io.runfolder import ADAPTER
 from .formats import (
     DEFAULT_FORMAT,
+    EXPORT_DIR,
     EXPORT_FORMATS,
     FILE_HASH_KEY,
     ExportFormat,
@@ -91,7 +92,7 @@ def _check_options(fmt: ExportFormat, quantize: str | None, opset: int | None, t
 
 def _out_path(run: Run, fmt: ExportFormat, out: str | Path | None, quantize: str | None, force: bool) -> Path:
     name = fmt.default_file if not quantize else "model.int8.onnx"
-    path = Path(out) if out else run.run_dir / "export" / name
+    path = Path(out) if out else run.run_dir / EXPORT_DIR / name
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; give a file name, e.g. {path / name}.")
     if path.exists() and not force:

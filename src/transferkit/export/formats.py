@@ -24,7 +24,7 @@ from ..errors import ConfigError, ExportError
 from ..registry import Registry
 from .graph import GraphInputs
 
-__all__ = ["DEFAULT_FORMAT", "EXPORT_FORMATS", "FILE_HASH_KEY", "ExportFormat", "check_pair", "file_sha256"]
+__all__ = ["DEFAULT_FORMAT", "EXPORT_DIR", "EXPORT_FORMATS", "FILE_HASH_KEY", "ExportFormat", "check_pair", "file_sha256"]
 
 
 class ExportFormat:
@@ -73,6 +73,9 @@ class ExportFormat:
 
 #: The format ``export_run`` and ``transferkit export`` write when none is asked for.
 DEFAULT_FORMAT = "onnx"
+
+#: The folder of a run that exported files go to when no ``out`` is given (``RUN_DIR/export/``).
+EXPORT_DIR = "export"
 
 #: Every export format, by its ``--format`` name (filled by the format modules of this package).
 EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", option="format")

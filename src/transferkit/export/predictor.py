@@ -68,6 +68,11 @@ class ExportedModel:
         tensors = tuple(torch.from_numpy(feed[n]) for n in self.names)
         return self._format.run(self._runner, GraphInputs(self.names, tensors, self.modality), self.device)
 
+    def run_inputs(self, inputs: GraphInputs) -> np.ndarray:
+        """Logits [B, C] of inputs already preprocessed into the file's named tensors (no
+        image decoding or tokenizing: what latency measurements time)."""
+        return self._format.run(self._runner, inputs, self.device)
+
     def logits(self, inputs: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Logits [N, C] for image paths/arrays or texts, in batches."""
         size = batch_size or (8 if self.modality == "image" else 32)

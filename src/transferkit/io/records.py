@@ -192,16 +192,20 @@ def upgrade_epoch_dicts(rows: Sequence[dict[str, Any]]) -> list[EpochRecord]:
     return records
 
 
-def read_epoch_records(path: str | Path) -> list[EpochRecord]:
+def read_epoch_records(path: str | Path, *, complete_only: bool = False) -> list[EpochRecord]:
     """The records of a ``metrics.jsonl`` (of any schema); lines that are not JSON objects with
-    a phase are skipped (a file being written by another process).
+    a phase are skipped (a file being written by another process). ``complete_only``: a last
+    line without its newline is still being written and is ignored too, even if it parses.
 
     Example:
         >>> read_epoch_records("runs/<run>/metrics.jsonl")[0].phase  # doctest: +SKIP
         <Phase.HEAD: 'head'>
     """
     rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    text = Path(path).read_text(encoding="utf-8")
+    if complete_only:
+        text = text[: text.rfind("\n") + 1]
+    for line in text.splitlines():
         try:
             value = json.loads(line)
         except json.JSONDecodeError:

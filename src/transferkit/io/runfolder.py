@@ -9,7 +9,8 @@ A run folder (``transferkit train``) holds::
     model.safetensors    the best weights (an ordinary TransferModel state_dict)
     test_metrics.json    the TestMetrics record
     learning_curve.png   loss and accuracy curves
-    train.log            the log
+    train.log            the log (locked while a process trains the run: see ``is_running``)
+    failure.json         a run that stopped on an error: the error (removed when it resumes)
     checkpoint/          while a run trains: the state after the last finished epoch
     adapter/             LoRA runs: the adapter in PEFT's format
     tensorboard/         with --tensorboard: event files
@@ -17,10 +18,17 @@ A run folder (``transferkit train``) holds::
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+try:  # POSIX: a lock the kernel releases when its process dies, even by kill -9
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: running is guessed from the log's age
+    fcntl = None  # type: ignore[assignment]
 
 from ..errors import RunFolderError
 
@@ -30,6 +38,7 @@ __all__ = [
     "CHECKPOINT",
     "CONFIG",
     "CURVE",
+    "FAILURE",
     "LOG",
     "METRICS",
     "MODEL_SPEC",
@@ -38,6 +47,8 @@ __all__ = [
     "WEIGHTS",
     "check_run_folder",
     "default_folder",
+    "hold_running_lock",
+    "is_running",
     "new_empty_folder",
     "remove_temporaries",
 ]
@@ -53,6 +64,7 @@ ASSETS = "assets"
 CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
 TENSORBOARD = "tensorboard"
+FAILURE = "failure.json"
 
 
 def default_folder(model: str, *, kind: str | None = None, strategy: str | None = None) -> Path:
@@ -146,3 +158,41 @@ def check_run_folder(run_dir: str | Path) -> Path:
             "been stopped before it saved its best weights; train again or pick a finished run."
         )
     return run_dir
+
+
+# Without fcntl, a run whose log changed this recently counts as running.
+_RECENT_LOG_SECONDS = 120.0
+
+
+@contextlib.contextmanager
+def hold_running_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on RUN_DIR/train.log while the block runs, so that another process
+    (the dashboard) can tell a run that trains now from one that was interrupted: the kernel drops
+    the lock when the process ends, however it ends."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(Path(run_dir) / LOG, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def is_running(run_dir: str | Path) -> bool:
+    """Whether a process is training the run now (it holds the lock of :func:`hold_running_lock`)."""
+    log_file = Path(run_dir) / LOG
+    try:
+        handle = open(log_file, "rb")
+    except OSError:
+        return False
+    with handle:
+        if fcntl is None:  # pragma: no cover
+            return time.time() - log_file.stat().st_mtime < _RECENT_LOG_SECONDS
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False

@@ -12,6 +12,7 @@ from transferkit.models.groups import LayerGroup
 from transferkit.models.registry import (
     ModelInfo,
     build_model_from_spec,
+    check_model_spec,
     list_models,
     load_model,
     parse_model_spec,
@@ -26,6 +27,7 @@ __all__ = [
     "TransferModel",
     "LayerGroup",
     "parse_model_spec",
+    "check_model_spec",
     "ModelSpec",
     "ImagePreprocessing",
     "TextPreprocessing",

@@ -27,6 +27,7 @@ from transferkit.models.weights import load_source_weights, read_weights_file
 
 __all__ = [
     "BUILTINS",
+    "check_name",
     "load",
     "rebuild",
     "list_infos",
@@ -117,6 +118,11 @@ def load_builtin_efficientnet_lite0_imagenet() -> nn.Module:
 
 def _spec(name: str) -> ModelSpec:
     return ModelSpec(source="builtin", name=name, modality=BUILTINS[name][0])  # type: ignore[arg-type]
+
+
+def check_name(name: str) -> None:
+    """Raise UnknownModelError unless ``name`` is a builtin model (its package is not imported)."""
+    _check(name)
 
 
 def _check(name: str) -> None:

@@ -38,7 +38,7 @@ from transferkit.models.weights import (
     unavailable_error,
 )
 
-__all__ = ["HFEncoder", "load", "rebuild", "group_rules", "resolve_source"]
+__all__ = ["HFEncoder", "load", "rebuild", "group_rules", "resolve_source", "check_name"]
 
 _INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 POOLINGS = ("mean", "cls")
@@ -110,6 +110,12 @@ def resolve_source(name: str) -> tuple[str, bool]:
             )
         return str(path.resolve()), True
     return name, False
+
+
+def check_name(name: str) -> None:
+    """Raise UnknownModelError for a local folder that does not exist (a hub id is only known
+    once it is looked up, which ``load`` does)."""
+    resolve_source(name)
 
 
 def _hf_cache() -> str:

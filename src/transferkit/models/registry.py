@@ -16,7 +16,7 @@ from transferkit.errors import ConfigError, UnknownModelError
 from transferkit.models.base import TransferModel
 from transferkit.models.spec import ModelSpec
 
-__all__ = ["SOURCES", "parse_model_spec", "load_model", "build_model_from_spec", "ModelInfo", "list_models"]
+__all__ = ["SOURCES", "parse_model_spec", "check_model_spec", "load_model", "build_model_from_spec", "ModelInfo", "list_models"]
 
 #: source -> example spec
 SOURCES: dict[str, str] = {
@@ -62,6 +62,21 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
             f"{', '.join(SOURCES)}. Examples: {examples}. Run `transferkit models` to list them."
         )
     return source, name.strip()
+
+
+def check_model_spec(spec: str) -> None:
+    """Fail fast on a spec that cannot name a model: an unknown source, or a name its source
+    does not know (torchvision, timm, builtin names; a missing ``hf:`` folder). Nothing is
+    built, loaded or downloaded; whether the weights can be had is only known when loading.
+
+    Raises:
+        UnknownModelError: as :func:`load_model` would for the same spec.
+
+    Example:
+        >>> check_model_spec("torchvision:resnet18")
+    """
+    source, name = parse_model_spec(spec)
+    _source_module(source).check_name(name)
 
 
 def load_model(

@@ -31,9 +31,42 @@ from transferkit.models.weights import (
     unavailable_error,
 )
 
-__all__ = ["load", "rebuild", "wrap_timm_model", "preprocessing", "group_rules", "cached_weights_file"]
+__all__ = ["load", "rebuild", "wrap_timm_model", "preprocessing", "group_rules", "cached_weights_file",
+           "check_name"]
 
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _unknown_arch(name: str, arch: str) -> UnknownModelError:
+    import timm
+
+    close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return UnknownModelError(
+        f"Unknown timm model {name!r}.{hint} Run `transferkit models timm:*{arch[:6]}*` for "
+        f"names with pre-trained weights (e.g. timm:resnet50.a1_in1k)."
+    )
+
+
+def _unknown_tag(name: str, arch: str) -> UnknownModelError:
+    import timm
+
+    tags = timm.list_pretrained(f"{arch}.*")
+    return UnknownModelError(
+        f"timm model {arch!r} has no pretrained tag in {name!r}; choose one of: "
+        f"{', '.join(tags) or '(none: use timm:' + arch + ' with --no-pretrained)'}."
+    )
+
+
+def check_name(name: str) -> None:
+    """Raise UnknownModelError unless timm knows ``name`` (and its tag); nothing is built."""
+    import timm
+
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        raise _unknown_arch(name, arch)
+    if tag and name not in timm.list_pretrained(name):
+        raise _unknown_tag(name, arch)
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:
@@ -42,22 +75,13 @@ def _create(name: str, **kwargs: Any) -> nn.Module:
 
     arch = name.split(".", 1)[0]
     if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownModelError(
-            f"Unknown timm model {name!r}.{hint} Run `transferkit models timm:*{arch[:6]}*` for "
-            f"names with pre-trained weights (e.g. timm:resnet50.a1_in1k)."
-        )
+        raise _unknown_arch(name, arch)
     try:
         return timm.create_model(name, **kwargs)
     except RuntimeError as err:
         if "pretrained tag" not in str(err) and "Unknown model" not in str(err):
             raise
-        tags = timm.list_pretrained(f"{arch}.*")
-        raise UnknownModelError(
-            f"timm model {arch!r} has no pretrained tag in {name!r}; choose one of: "
-            f"{', '.join(tags) or '(none: use timm:' + arch + ' with --no-pretrained)'}."
-        ) from err
+        raise _unknown_tag(name, arch) from err
 
 
 def _hub_cache() -> str:

@@ -37,7 +37,7 @@ from transferkit.models.weights import (
 )
 
 __all__ = ["ImageBackbone", "from_module", "load", "rebuild", "list_infos", "weights_cache_file", "read_cached_state",
-           "group_rules"]
+           "group_rules", "check_name"]
 
 _TRUNK_NAMES = ("features", "trunk_output", "blocks", "layers", "stages")
 _BUILD_LOCK = threading.Lock()  # one build at a time while the weights reader is redirected
@@ -84,6 +84,14 @@ def _weights_member(name: str, weights_name: str) -> Any:
             f"{', '.join(members)} (e.g. torchvision:{name}@{members[0]})."
         )
     return enum[weights_name]
+
+
+def check_name(name: str) -> None:
+    """Raise UnknownModelError unless ``<name>[@WEIGHTS]`` names a torchvision model and weights
+    enum member; nothing is built or downloaded."""
+    name, _, weights_name = name.partition("@")
+    _check_name(name)
+    _weights_member(name, weights_name or "DEFAULT")
 
 
 def weights_cache_file(weights: Any) -> Path:

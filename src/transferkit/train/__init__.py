@@ -1,5 +1,5 @@
 """Training: the loop, the feature cache, the head solvers, the run folder."""
 
-from .runner import RunResult, resume, train
+from .runner import RunResult, check_config, resume, train
 
-__all__ = ["RunResult", "resume", "train"]
+__all__ = ["RunResult", "check_config", "resume", "train"]

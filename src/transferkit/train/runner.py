@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from ..io import runfolder as rf
 from ..io.atomic import atomic_save_weights, atomic_write_json, kill_point
 from ..io.records import EventKind, TestMetrics, epochs_to_best, epochs_trained
-from ..models import ModelSpec, TransferModel, build_model_from_spec, load_model
+from ..models import ModelSpec, TransferModel, build_model_from_spec, check_model_spec, load_model
 from ..registry import FEATURE_BACKENDS
 from ..strategies import (
     FeatureExtraction,
@@ -300,7 +300,21 @@ def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, 
 
 @contextlib.contextmanager
 def _run_log(run_dir: Path) -> Iterator[None]:
-    """Send the transferkit log (INFO and up) to RUN_DIR/train.log while the block runs."""
+    """Send the transferkit log (INFO and up) to RUN_DIR/train.log while the block runs, hold the
+    folder's running lock, and record an error that ends the run in RUN_DIR/failure.json (what
+    the dashboard shows as failed; an interrupted run has neither the lock nor that file)."""
+    (run_dir / rf.FAILURE).unlink(missing_ok=True)  # a resumed run is not failed (yet)
+    with rf.hold_running_lock(run_dir), _log_to(run_dir):
+        try:
+            yield
+        except Exception as exc:
+            atomic_write_json(run_dir / rf.FAILURE, {"error": " ".join(str(exc).split()),
+                                                     "type": type(exc).__name__})
+            raise
+
+
+@contextlib.contextmanager
+def _log_to(run_dir: Path) -> Iterator[None]:
     handler = logging.FileHandler(run_dir / rf.LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
@@ -338,6 +352,32 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
     return RunResult(run_dir, metrics, cfg)
 
 
+def check_config(config: TrainConfig) -> TrainConfig:
+    """The checks ``train`` makes before it loads a model or creates a folder, alone: the
+    strategy and its settings, the device being present, the data source existing and the model
+    spec naming a model. ``transferkit train --check`` (and so the dashboard's form) runs this
+    very function, so a bad input gives the same error whether it is checked or trained.
+
+    Args:
+        config: what to train (field types and ranges were checked when it was built).
+
+    Returns:
+        The config with the strategy's defaults filled in and local paths made absolute.
+
+    Raises:
+        ConfigError, DataError, UnknownModelError: one paragraph naming the problem and the fix.
+
+    Example:
+        >>> check_config(TrainConfig(model="torchvision:resnet18", data="builtin:digits")).strategy
+        'feature-extraction'
+    """
+    cfg = absolute_local_paths(config.resolved())
+    resolve_device(cfg.device)  # a device that is not there fails before any model, data or folder
+    check_data_source(cfg.data)  # a typo in --data fails before a model is loaded or downloaded
+    check_model_spec(cfg.model)  # an unknown name too (nothing is built or downloaded)
+    return cfg
+
+
 def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     """Adapt a pre-trained model to a labelled dataset and write a run folder.
 
@@ -355,12 +395,10 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         >>> result.test_metrics["accuracy"] > 0.9  # doctest: +SKIP
         True
     """
-    cfg = absolute_local_paths(config.resolved())
-    resolve_device(cfg.device)  # a device that is not there fails before any model, data or folder
+    cfg = check_config(config)
     started = time.perf_counter()
     reset_peak_rss()
     seed_everything(cfg.seed)
-    check_data_source(cfg.data)  # a typo in --data fails before a model is loaded or downloaded
     model = load_model(cfg.model, num_classes=2, pretrained=cfg.pretrained, weights=cfg.weights,
                        pooling=cfg.pooling, max_length=cfg.max_length)
     cfg = absolute_local_paths(config.resolved(model.spec.modality))

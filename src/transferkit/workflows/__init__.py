@@ -13,18 +13,21 @@ Example:
     PosixPath('runs/efficiency-efficientnet_lite0-20261127-120000/report.html')
 """
 
+from ..io.runfolder import default_folder
 from ._common import parse_int_list
+from .catalog import STATUSES, FolderSummary, find_folders, summarize_folder
 from .compare import CompareResult, compare, pick_best
-from .efficiency import DEFAULT_TIME_BUDGET, METHODS, EfficiencyResult, sample_efficiency
-from .freezing import FreezingResult, describe_freezing, explore_freezing, freezing_counts
-from .lora_explorer import DEFAULT_NUM_CLASSES, LoraExplorerResult, explore_lora, lora_table
-from .multiplier import data_multipliers, scratch_needed
+from .efficiency import DEFAULT_TIME_BUDGET, EFFICIENCY_JSON, EFFICIENCY_SUMMARY, METHODS, EfficiencyResult, sample_efficiency
+from .freezing import FREEZING_JSON, FREEZING_NUM_CLASSES, FreezingResult, describe_freezing, explore_freezing, freezing_counts
+from .lora_explorer import DEFAULT_NUM_CLASSES, LORA_JSON, LoraExplorerResult, explore_lora, lora_table
+from .multiplier import data_multipliers, mean_curve, scratch_needed
 from .progress import plot_run
 from .race import BUDGET_FACTOR as RACE_BUDGET_FACTOR
 from .race import RaceEntry, RaceResult
 from .recommend import Recommendation, recommend
-from .report import write_report
-from .transferability import TransferabilityResult, layer_transferability
+from .report import folder_kinds, write_report
+from .report_run import run_records, run_test_metrics
+from .transferability import TRANSFERABILITY_JSON, TransferabilityResult, layer_transferability
 
 __all__ = [
     "compare", "CompareResult", "pick_best", "recommend", "Recommendation", "RaceResult", "RaceEntry",
@@ -32,5 +35,8 @@ __all__ = [
     "sample_efficiency", "EfficiencyResult", "METHODS", "DEFAULT_TIME_BUDGET", "data_multipliers",
     "scratch_needed", "explore_freezing", "freezing_counts", "FreezingResult", "describe_freezing", "explore_lora",
     "LoraExplorerResult", "lora_table", "DEFAULT_NUM_CLASSES", "layer_transferability", "TransferabilityResult", "plot_run", "write_report",
-    "parse_int_list",
+    "parse_int_list", "default_folder", "find_folders", "summarize_folder", "FolderSummary", "STATUSES", "folder_kinds",
+    "run_records", "run_test_metrics",
+    "mean_curve", "FREEZING_NUM_CLASSES", "LORA_JSON", "FREEZING_JSON", "TRANSFERABILITY_JSON", "EFFICIENCY_JSON",
+    "EFFICIENCY_SUMMARY",
 ]

@@ -25,12 +25,14 @@ from ..train import train
 from ..train.plots import pyplot, save_figure
 from ._common import fmt_params, options_for, prepare_out
 
-__all__ = ["FreezingResult", "freezing_counts", "explore_freezing", "describe_freezing", "FREEZING_JSON", "FREEZING_PLOT"]
+__all__ = ["FreezingResult", "freezing_counts", "explore_freezing", "describe_freezing", "FREEZING_JSON", "FREEZING_PLOT",
+           "FREEZING_NUM_CLASSES"]
 
 log = logging.getLogger("transferkit")
 
 FREEZING_JSON = "freezing.json"
 FREEZING_PLOT = "freezing.png"
+FREEZING_NUM_CLASSES = 10  # the head's outputs for counts without data (the head trains at every depth)
 _RESERVED = {"model", "data", "strategy", "out", "last_n", "time_budget"}
 
 
@@ -166,15 +168,17 @@ def explore_freezing(model: str | TransferModel, data: str | DataOptions | None 
     given = {k: v for k, v in options.items() if v is not None}
     data_fields = {f.name for f in dataclasses.fields(DataOptions)}
     opts = None if data is None else as_data_options(data, **{k: v for k, v in given.items() if k in data_fields})
+    heads = num_classes
     if isinstance(model, str):
-        heads = num_classes or (load_data(opts).num_classes if opts else 10)
+        heads = num_classes or (load_data(opts).num_classes if opts else FREEZING_NUM_CLASSES)
         model = load_model(model, heads, pretrained=False)  # counts do not depend on the weights
     rows = freezing_counts(model)
     if opts is not None:
         run_options = {k: v for k, v in given.items() if k not in data_fields}
         run_options.setdefault("epochs", 3)
         _run_depths(rows, name, opts, out_dir, time_budget, progress, run_options)
-    atomic_write_json(out_dir / FREEZING_JSON, {"model": name, "data": opts.data if opts else None, "rows": rows})
+    atomic_write_json(out_dir / FREEZING_JSON, {"model": name, "data": opts.data if opts else None,
+                                                "num_classes": heads, "rows": rows})
     _plot(rows, f"{name}: trainable parameters by frozen depth", out_dir / FREEZING_PLOT)
     return FreezingResult(out_dir, rows, name)
 

@@ -22,10 +22,14 @@ _METRIC_KEYS = ("accuracy", "macro_f1", "n", "split", "trainable_params", "total
 _MAX_LISTED = 20
 
 
-def run_records(run_dir: Path) -> list[EpochRecord]:
-    """The run's epoch records so far (none when metrics.jsonl does not exist yet)."""
+def run_records(run_dir: Path, *, complete_only: bool = False) -> list[EpochRecord]:
+    """The run's epoch records so far (none when metrics.jsonl does not exist yet);
+    ``complete_only``: ignore a last line that is still being written."""
     path = Path(run_dir) / rf.METRICS
-    return read_epoch_records(path) if path.is_file() else []
+    try:
+        return read_epoch_records(path, complete_only=complete_only) if path.is_file() else []
+    except FileNotFoundError:  # deleted between the check and the read
+        return []
 
 
 def run_test_metrics(run_dir: Path) -> TestMetrics | None:
