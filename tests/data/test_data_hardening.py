@@ -303,3 +303,60 @@ def test_large_table_is_read_as_a_stream(tmp_path: Path) -> None:
     modality, n, growth = done.stdout.split()
     assert (modality, int(n)) == ("image", rows)
     assert int(growth) < size / 5, f"peak RSS grew by {int(growth) / 2**20:.0f} MB reading {size / 2**20:.0f} MB"
+
+
+_SPLIT_RSS_SCRIPT = """
+import resource, sys
+from transferkit.data import datasets
+
+# The paths name no files: stop before the image scan opens them (everything else is load_data's).
+datasets.drop_bad_images = lambda raw, report, max_bad_fraction: None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, after every import
+bundle = datasets.load_data(sys.argv[1], seed=0)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, bundle.report.duplicates, *bundle.classes)
+for split in (bundle.train, bundle.val, bundle.test):
+    print(len(split))
+    for i in (0, 1, len(split) // 3, len(split) - 1):
+        print(split.items[i], bundle.classes[split.labels[i]])
+"""
+
+
+def _write_paths_table(path: Path, rows: int) -> None:
+    """``img/0000000.png,class0`` rows, written as one fixed 23-byte layout filled by numpy."""
+    row = np.frombuffer(b"img/0000000.png,class0\n", np.uint8)
+    with path.open("wb") as f:
+        f.write(b"path,label\n")
+        for start in range(0, rows, 1 << 20):
+            i = np.arange(start, min(rows, start + (1 << 20)))
+            block = np.tile(row, (len(i), 1))
+            for digit in range(7):
+                block[:, 10 - digit] = 48 + i // 10**digit % 10
+            block[:, 21] = 48 + i % 10
+            f.write(block.tobytes())
+        f.write(b"img/0000003.png,class3\nimg/0000004.png,class4\n")  # two copies
+
+
+def test_table_of_paths_is_read_and_split_in_a_fraction_of_its_size(tmp_path: Path) -> None:
+    """A 184 MB table of only image paths and labels (8M rows): reading it, finding its copies
+    and splitting it keep the paths in the file (byte offsets, one-byte label codes, a 32-bit
+    hash per row while copies are found), not as 8M strings (issue 13: +18.9x the file before)."""
+    import subprocess
+    import sys
+
+    rows = 8_000_000
+    path = tmp_path / "paths.csv"
+    _write_paths_table(path, rows)
+    size = path.stat().st_size
+    done = subprocess.run([sys.executable, "-c", _SPLIT_RSS_SCRIPT, str(path)], capture_output=True,
+                          text=True, timeout=300, check=True)
+    head, *lines = done.stdout.splitlines()
+    growth, duplicates, *classes = head.split()
+    assert int(duplicates) == 2 and classes == [f"class{k}" for k in range(10)]
+    sizes = [int(line) for line in lines[::5]]
+    assert sum(sizes) == rows + 2 and sizes[0] > 0.65 * rows  # the 70/15/15 split
+    for line in (line for k, line in enumerate(lines) if k % 5):
+        item, label = line.split()
+        i = int(Path(item).stem)
+        assert item == str(tmp_path / "img" / f"{i:07d}.png") and label == f"class{i % 10}"
+    assert int(growth) < size / 3, f"peak RSS grew by {int(growth) / 2**20:.0f} MB for {size / 2**20:.0f} MB"

@@ -6,11 +6,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from transferkit.data import load_data
 from transferkit.data.splits import sample_per_class, stratified_split
-from transferkit.errors import ConfigError
+from transferkit.errors import ConfigError, DataError
 
 
 def _labels(counts: dict[int, int]) -> list[int]:
@@ -89,3 +90,63 @@ def test_load_data_per_class_caps_train_and_val_in_proportion(tmp_path: Path) ->
 def test_bad_options_are_config_errors(kwargs, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_data("builtin:digits", **kwargs)
+
+
+# ----------------------------------------------------------------------------- copies by hash
+
+
+def _reference_groups(items: list) -> list[int]:
+    first: dict[str, int] = {}
+    return [first.setdefault(x.strip(), i) if isinstance(x, str) else i for i, x in enumerate(items)]
+
+
+@pytest.mark.parametrize("hash_fn", [None, lambda key: 7, lambda key: len(key) % 3],
+                         ids=["real", "all-collide", "some-collide"])
+def test_copies_are_exact_whatever_the_hashes(monkeypatch, hash_fn) -> None:
+    """The hash only proposes candidates: forced collisions never make different items copies."""
+    from transferkit.data import splits
+
+    if hash_fn is not None:
+        monkeypatch.setattr(splits, "key_hash", hash_fn)
+    rng = np.random.default_rng(0)
+    items: list = [f"text {int(i)}" + " " * int(rng.integers(0, 2)) for i in rng.integers(0, 40, 200)]
+    items[5] = np.zeros(3)  # an in-memory image is never a copy
+    found = splits.find_copies(items)
+    assert splits.duplicate_groups(items).tolist() == _reference_groups(items)
+    assert found.copies.tolist() == sorted(found.copies.tolist())
+    assert all(items[c].strip() == items[f].strip() and f < c for c, f in zip(found.copies, found.firsts))
+
+
+def test_long_hash_arrays_find_repeats_in_slices() -> None:
+    from transferkit.data import splits
+
+    rng = np.random.default_rng(1)
+    hashes = rng.integers(0, 2**32, (1 << 20) + 5000, dtype=np.uint64).astype(np.uint32)
+    hashes[-100:] = hashes[:100]  # planted repeats, beside the chance ones
+    values, counts = np.unique(hashes, return_counts=True)
+    assert splits._repeated_values(hashes).tolist() == values[counts > 1].tolist()
+
+
+def test_colliding_table_rows_keep_their_copies_and_conflicts_exact(tmp_path: Path, monkeypatch) -> None:
+    """A table's hashes are taken while it is read; with every hash equal the copies, their split
+    and the conflicting-label error are still those of the exact paths."""
+    from transferkit.data import datasets, splits
+
+    monkeypatch.setattr(splits, "key_hash", lambda key: 1)
+    monkeypatch.setattr(datasets, "drop_bad_images", lambda raw, report, max_bad_fraction: None)
+    rows = [f"img/{i % 30}.png,{'ab'[i % 30 % 2]}" for i in range(60)]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(["path,label", *rows]) + "\n")
+    bundle = load_data(str(path), seed=0)
+    assert bundle.report.duplicates == 30
+    where = {}
+    for name in ("train", "val", "test"):
+        for item in getattr(bundle, name).items:
+            where.setdefault(item, set()).add(name)
+    assert len(where) == 30 and all(len(s) == 1 for s in where.values())
+    path.write_text("\n".join(["path,label", *rows, "img/3.png,a", "./img/4.png,b", "img//5.png,a"]) + "\n")
+    with pytest.raises(DataError) as info:
+        load_data(str(path), seed=0)
+    message = str(info.value)
+    assert "3 example(s) that appear more than once with different labels" in message
+    assert message.count("labelled a and b") == 3 and "(and" not in message

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from transferkit.data.sequences import bincount, select, sequence_equal, take
 from transferkit.io.records import SkippedInputs
 
 __all__ = ["Split", "DataReport", "DataBundle", "format_list"]
@@ -41,14 +44,16 @@ def format_list(values: Sequence[Any], limit: int = 5) -> str:
     return shown
 
 
-@dataclass
+@dataclass(eq=False)
 class Split:
-    """One split of a dataset: parallel lists of items and integer labels.
+    """One split of a dataset: parallel sequences of items and integer labels.
 
     Attributes:
         items: image file paths (``str``) or ``numpy`` uint8 arrays (HxW grey or HxWx3 RGB)
-            for image data; strings for text data.
-        labels: class indices into ``DataBundle.classes``.
+            for image data; strings for text data. A list, or for a table of image paths a
+            ``TableCells`` (a read-only sequence of paths read from the table when used).
+        labels: class indices into ``DataBundle.classes``: a list, or with ``TableCells`` items
+            an integer numpy array (one or two bytes per item).
 
     Example:
         >>> split = Split(items=["a cat", "a dog"], labels=[0, 1])
@@ -56,24 +61,42 @@ class Split:
         (2, ['a dog'])
     """
 
-    items: list
-    labels: list[int]
+    items: Sequence[Any]
+    labels: Sequence[int]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def subset(self, indices: Sequence[int]) -> Split:
         """A new split holding the given positions, in the given order."""
-        return Split(
-            items=[self.items[i] for i in indices], labels=[self.labels[i] for i in indices]
-        )
+        return Split(items=take(self.items, indices), labels=take(self.labels, indices))
+
+    def select(self, which: np.ndarray, value: int) -> Split:
+        """The positions whose ``which`` entry is ``value``, in order (a table's items share
+        ``which`` instead of copying positions: see ``splits.split_assignment``)."""
+        return Split(items=select(self.items, which, value), labels=select(self.labels, which, value))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Split):
+            return NotImplemented
+        return _same(self.items, other.items) and _same(self.labels, other.labels)
 
     def class_counts(self, num_classes: int) -> list[int]:
         """How many items each class index has (a list of length ``num_classes``)."""
+        if isinstance(self.labels, np.ndarray):
+            return bincount(self.labels, num_classes).tolist()
         counts = [0] * num_classes
         for label in self.labels:
             counts[label] += 1
         return counts
+
+
+def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return a == b
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    return sequence_equal(a, b)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -29,7 +30,13 @@ from transferkit.data.readers import (
     read_split_folders,
     split_dirs,
 )
-from transferkit.data.splits import duplicate_groups, sample_per_class, stratified_split
+from transferkit.data.sequences import LabelCodes, as_codes, label_indices, label_set
+from transferkit.data.splits import (
+    Copies,
+    find_copies,
+    sample_per_class,
+    split_assignment,
+)
 from transferkit.data.tables import find_split_files, read_split_files, read_table
 from transferkit.data.transforms import set_max_image_pixels, to_pil_rgb
 from transferkit.errors import ConfigError, DataError
@@ -97,49 +104,57 @@ def _check_duplicates(raw: RawData, spec: str, report: DataReport) -> None:
         DataError: an example appears with two or more labels.
     """
     every = raw.everything()
-    groups = duplicate_groups(every.items)
-    labels: dict[int, set[str]] = {}
-    for group, label in zip(groups.tolist(), every.labels, strict=True):
-        labels.setdefault(group, set()).add(label)
-    conflicts = [g for g, names in labels.items() if len(names) > 1]
+    found = find_copies(every.items)
+    codes, names = as_codes(every.labels)
+    conflicts = np.unique(found.firsts[codes[found.copies] != codes[found.firsts]]).tolist()
     if conflicts:
-        shown = "; ".join(f"{_shorten(every.items[g])} labelled {' and '.join(sorted(labels[g]))}"
-                          for g in conflicts[:3])
+        def labels_of(first: int) -> str:
+            members = np.append(found.copies[found.firsts == first], first)
+            return " and ".join(sorted({names[c] for c in codes[members].tolist()}))
+        shown = "; ".join(f"{_shorten(every.items[g])} labelled {labels_of(g)}" for g in conflicts[:3])
         more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
         raise DataError(
             f"The data {spec} has {len(conflicts)} example(s) that appear more than once with "
             f"different labels: {shown}{more}. One example cannot belong to two classes: fix the "
             "wrong labels, or remove the copies."
         )
-    report.duplicates = len(groups) - len(labels)
+    report.duplicates = len(found)
     if raw.pool is None and report.duplicates:
-        _note_cross_split_copies(raw, report)
+        _note_cross_split_copies(raw, report, found)
 
 
-def _note_cross_split_copies(raw: RawData, report: DataReport) -> None:
+def _note_cross_split_copies(raw: RawData, report: DataReport, found: Copies) -> None:
     # Explicit splits are the user's: kept as given, but a test example that is also a training
-    # example makes the test score optimistic, so say how many.
-    train = {str(item).strip() for item in raw.splits["train"].items if isinstance(item, str)}
+    # example makes the test score optimistic, so say how many. ``found`` numbers the items of
+    # raw.everything(): the splits one after the other, in the order of raw.splits.
+    starts = np.cumsum([0] + [len(part) for part in raw.splits.values()]).tolist()
+    where = {name: (starts[k], starts[k + 1]) for k, name in enumerate(raw.splits)}
+    members = np.concatenate([found.copies, found.firsts])  # every item that has a copy
+    groups = np.concatenate([found.firsts, found.firsts])  # its group (first position)
+    lo, hi = where["train"]
+    with_train = np.unique(groups[(members >= lo) & (members < hi)])
     for name in ("val", "test"):
-        if name in raw.splits:
-            shared = sum(isinstance(i, str) and i.strip() in train for i in raw.splits[name].items)
+        if name in where:
+            lo, hi = where[name]
+            inside = (members >= lo) & (members < hi) & np.isin(groups, with_train)
+            shared = len(np.unique(members[inside]))
             if shared:
                 report.notes.append(f"{shared} {name} example(s) also appear in the train split as "
                                     "given; remove them from one of the two for an honest score")
 
 
 def _to_split(part: Part, index: dict[str, int]) -> Split:
-    return Split(items=list(part.items), labels=[index[label] for label in part.labels])
+    """A part with its labels as class indices (a table's items stay where they are)."""
+    items = list(part.items) if isinstance(part.items, list) else part.items
+    return Split(items=items, labels=label_indices(part.labels, index))
 
 
 def _split_pool(
     split: Split, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[Split, Split, Split]:
-    train, val, test = stratified_split(
-        split.labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-        groups=duplicate_groups(split.items),
-    )
-    return split.subset(train), split.subset(val), split.subset(test)
+    which = split_assignment(split.labels, val_fraction=val_fraction, test_fraction=test_fraction,
+                             seed=seed, copies=find_copies(split.items))
+    return split.select(which, 0), split.select(which, 1), split.select(which, 2)
 
 
 def _make_splits(
@@ -242,7 +257,7 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
     raw = _read_source(opts, report, max_bad_fraction)
     _check_duplicates(raw, spec, report)
 
-    classes = sorted({label for part in raw.parts() for label in part.labels})
+    classes = sorted(set().union(*(label_set(part.labels) for part in raw.parts())))
     if len(classes) < 2:
         found = f"only the class {classes[0]!r}" if classes else "no labelled examples"
         raise DataError(
@@ -292,14 +307,14 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
 
 def _map_onto(part: Part, classes: list[str], spec: str) -> Split:
     index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted(set(part.labels) - set(index))
+    unknown = sorted(label_set(part.labels) - set(index))
     if unknown:
         raise DataError(
             f"The data {spec} has label(s) the run was not trained on: {format_list(unknown, 10)}. "
             f"The run's classes are: {format_list(classes, 50)}. Evaluate on data whose labels are "
             "among those classes (rename or remove the other rows or folders)."
         )
-    return Split(items=list(part.items), labels=[index[label] for label in part.labels])
+    return _to_split(part, index)
 
 
 def load_eval_split(
@@ -343,7 +358,9 @@ def load_eval_split(
         # the split would differ from the one the run was trained with.
         _map_onto(Part(items=[], labels=bundle.classes), classes, spec)
         test = bundle.test
-        part = Part(items=test.items, labels=[bundle.classes[i] for i in test.labels])
+        names = (LabelCodes(test.labels, bundle.classes) if isinstance(test.labels, np.ndarray)
+                 else [bundle.classes[i] for i in test.labels])
+        part = Part(items=test.items, labels=names)
         report = bundle.report
         report.notes.append(
             f"evaluating on the test split of the training data ({len(part)} examples)"

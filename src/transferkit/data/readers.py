@@ -7,12 +7,19 @@ splitting happen in ``datasets.py``.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from transferkit.data.bundle import DataReport, format_list
+from transferkit.data.sequences import Chain, LabelCodes, label_set, select
+from transferkit.data.splits import Copies, find_copies
 from transferkit.data.transforms import ImageTooLargeError, load_image_file
 from transferkit.errors import DataError
 
@@ -51,10 +58,14 @@ class Columns:
 
 @dataclass
 class Part:
-    """Items with string labels (one explicit split, or all of the data)."""
+    """Items with string labels (one explicit split, or all of the data).
 
-    items: list = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
+    ``items`` is a list, or for a table of image paths a ``TableCells``; ``labels`` a list of
+    names, or a ``LabelCodes`` beside ``TableCells`` (see ``sequences.py``).
+    """
+
+    items: Sequence[Any] = field(default_factory=list)
+    labels: Sequence[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -77,12 +88,14 @@ class RawData:
         return [self.pool] if self.pool is not None else list(self.splits.values())
 
     def everything(self) -> Part:
-        """All items of all parts in one ``Part`` (train, val, test order)."""
-        out = Part()
-        for part in self.parts():
-            out.items.extend(part.items)
-            out.labels.extend(part.labels)
-        return out
+        """All items of all parts in one ``Part``, in the order of ``parts()``; a table's items
+        are joined with ``Chain``, not copied."""
+        parts = self.parts()
+        if len(parts) == 1:
+            return Part(items=parts[0].items, labels=parts[0].labels)
+        if all(isinstance(p.items, list) and isinstance(p.labels, list) for p in parts):
+            return Part(items=[i for p in parts for i in p.items], labels=[y for p in parts for y in p.labels])
+        return Part(items=Chain([p.items for p in parts]), labels=LabelCodes.concat([p.labels for p in parts]))
 
 
 def decode_text(data: bytes) -> tuple[str, bool]:
@@ -158,8 +171,8 @@ def _decode_error(path: str) -> tuple[str, str] | None:
 
 
 def drop_bad_images(raw: RawData, report: DataReport, max_bad_fraction: float) -> None:
-    """Decode every image path in ``raw``; drop the broken or too large ones and record them in
-    ``report``.
+    """Decode every image path in ``raw`` (each distinct path once, as a stream); drop the
+    broken or too large ones and record them in ``report``.
 
     Args:
         raw: image data whose items are paths; changed in place.
@@ -170,37 +183,34 @@ def drop_bad_images(raw: RawData, report: DataReport, max_bad_fraction: float) -
         DataError: more than ``max_bad_fraction`` of the images are unreadable or too large,
             or every image of a class is.
     """
-    paths = sorted({item for part in raw.parts() for item in part.items if isinstance(item, str)})
-    if not paths:
+    every = raw.everything()
+    bad, scanned = _scan(every.items, find_copies(every.items))
+    if not scanned:
         return
-    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
-        found = dict(zip(paths, pool.map(_decode_error, paths), strict=True))
-    report.n_scanned += len(paths)
-    bad = {p: r for p, r in found.items() if r is not None}
+    report.n_scanned += scanned
     if not bad:
         return
     report.bad_files.extend(p for p in sorted(bad) if bad[p][0] == "unreadable")
     report.too_large.extend(f"{p} ({bad[p][1]})" for p in sorted(bad) if bad[p][0] == "too large")
-    fraction = len(bad) / len(paths)
+    fraction = len(bad) / scanned
     if fraction > max_bad_fraction:
         examples = "; ".join(f"{p} ({bad[p][1]})" for p in sorted(bad)[:3])
         raise DataError(
-            f"{len(bad)} of {len(paths)} images ({fraction:.1%}) cannot be used, more than the "
+            f"{len(bad)} of {scanned} images ({fraction:.1%}) cannot be used, more than the "
             f"{max_bad_fraction:.0%} that may be skipped (max_bad_fraction). "
             f"Examples: {examples}. Remove or "
             "re-export the broken files (or fix the paths if they are missing), raise "
             "--max-image-pixels for images that are too large, or raise max_bad_fraction if "
             "skipping them is fine."
         )
-    report.notes.append(f"skipped {len(bad)} unusable image(s) of {len(paths)} ({fraction:.1%})")
-    classes_before = {label for part in raw.parts() for label in part.labels}
+    report.notes.append(f"skipped {len(bad)} unusable image(s) of {scanned} ({fraction:.1%})")
+    classes_before = set().union(*(label_set(part.labels) for part in raw.parts()))
     for part in raw.parts():
-        keep = [
-            i for i, item in enumerate(part.items) if not (isinstance(item, str) and item in bad)
-        ]
-        part.items = [part.items[i] for i in keep]
-        part.labels = [part.labels[i] for i in keep]
-    lost = classes_before - {label for part in raw.parts() for label in part.labels}
+        keep = np.fromiter((not (isinstance(item, str) and item in bad) for item in part.items),
+                           dtype=bool, count=len(part))
+        if not keep.all():
+            part.items, part.labels = select(part.items, keep), select(part.labels, keep)
+    lost = classes_before - set().union(*(label_set(part.labels) for part in raw.parts()))
     if lost:
         raise DataError(
             f"Every image of class(es) {format_list(sorted(lost))} is unreadable or too large, so "
@@ -208,6 +218,35 @@ def drop_bad_images(raw: RawData, report: DataReport, max_bad_fraction: float) -
             f"{format_list([f'{p} ({bad[p][1]})' for p in sorted(bad)], 3)}. Replace them with "
             "readable images (or raise --max-image-pixels) or remove the class."
         )
+
+
+def _scan(items: Sequence[Any], copies: Copies) -> tuple[dict[str, tuple[str, str]], int]:
+    """Decode each distinct path among ``items`` once, a batch at a time (nothing holds all
+    the paths): ``({bad path: (kind, reason)}, paths decoded)``."""
+    bad: dict[str, tuple[str, str]] = {}
+    scanned = 0
+    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
+        for batch in _batches(_distinct_paths(items, copies), 64 * _DECODE_THREADS):
+            for path, error in zip(batch, pool.map(_decode_error, batch), strict=True):
+                if error is not None:
+                    bad[path] = error
+            scanned += len(batch)
+    return bad, scanned
+
+
+def _distinct_paths(items: Sequence[Any], copies: Copies) -> Iterator[str]:
+    repeats = iter(copies.copies.tolist())  # ascending
+    repeat = next(repeats, -1)
+    for i, item in enumerate(items):
+        if i == repeat:
+            repeat = next(repeats, -1)
+        elif isinstance(item, str):
+            yield item
+
+
+def _batches(values: Iterator[str], size: int) -> Iterator[list[str]]:
+    while batch := list(itertools.islice(values, size)):
+        yield batch
 
 
 def _visible(name: str) -> bool:

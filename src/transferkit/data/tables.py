@@ -4,16 +4,20 @@ The modality follows the columns: a text column means text data, else a path col
 image data (paths relative to the table's folder, or absolute).
 
 Tables are read as a stream: only the value and label cells of each row are kept, so a table
-of many columns (or a very long one) needs memory for what is kept, not for the file.
+of many columns (or a very long one) needs memory for what is kept, not for the file. The
+image paths of a CSV/TSV are not kept either: a ``TableCells`` reads them back from the file
+when they are used, and the labels are one-byte codes (``table_cells.py``), so a table of
+paths and labels needs a few bytes per row.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
+import contextlib
+import functools
+import itertools
 import json
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +26,15 @@ from typing import IO, Any
 
 from transferkit.data.bundle import DataReport, format_list
 from transferkit.data.readers import SPLIT_NAMES, Columns, Part, RawData
+from transferkit.data.table_cells import (
+    CsvLayout,
+    PathTableBuilder,
+    csv_cells,
+    is_blank,
+    records,
+    resolve_path,
+    table_folder,
+)
 from transferkit.errors import DataError
 
 __all__ = ["TABLE_EXTENSIONS", "read_table", "find_split_files", "read_split_files"]
@@ -36,9 +49,6 @@ TABLE_EXTENSIONS: dict[str, str | None] = {
     ".json": None,
 }
 _DELIMITER_NAMES = {",": "comma", "\t": "tab"}
-
-# News articles and similar documents exceed csv's default 128 KiB field limit.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 _OPTIONS_HINT = (
     "Name the columns with --text-column NAME (text data), --path-column NAME (image paths) "
@@ -59,9 +69,12 @@ def _count_and_replace(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_REPLACE_ERRORS, _count_and_replace)
 
 
-def _open_text(path: Path) -> IO[str]:
-    """The table as a text stream (UTF-8, BOM dropped, invalid bytes counted and replaced)."""
+def _open_text(path: Path, binary: bool = False) -> IO[Any]:
+    """The table as a text stream (UTF-8, BOM dropped, invalid bytes counted and replaced), or
+    as bytes for ``table_cells.records`` (which decodes the same way, keeping byte offsets)."""
     try:
+        if binary:
+            return open(path, "rb")
         return open(path, encoding="utf-8-sig", errors=_REPLACE_ERRORS, newline="")
     except OSError as exc:
         raise DataError(
@@ -79,6 +92,8 @@ class _Reading:
     header: list[str] = field(default_factory=list)
     bad_rows: list[str] = field(default_factory=list)  # "file (line N)"
     fffd_rows: list[int] = field(default_factory=list)  # rows holding U+FFFD
+    stamp: os.stat_result | None = None  # of a CSV/TSV file as it was opened
+    layout: CsvLayout | None = None  # of a CSV/TSV file, once its columns are known
 
 
 def _too_many_fields(reading: _Reading, line: int, values: list[str], delimiter: str) -> None:
@@ -98,23 +113,6 @@ def _too_many_fields(reading: _Reading, line: int, values: list[str], delimiter:
         f'(e.g. "good, really good",pos), or pass --skip-bad-rows to skip such rows (they are '
         "counted in the log)."
     )
-
-
-def _csv_rows(stream: IO[str], reading: _Reading, delimiter: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """``(row number, {column: cell})`` of a CSV/TSV stream, one row at a time (1-based, header
-    excluded); ``reading.header`` is set before the first row."""
-    reader = csv.reader(stream, delimiter=delimiter)
-    reading.header = [h.strip() for h in next(reader, [])]
-    number, line = 0, reader.line_num
-    for values in reader:
-        first_line, line = line + 1, reader.line_num  # a quoted cell may span lines
-        if not values or not any(v.strip() for v in values):  # blank lines are not rows
-            continue
-        number += 1
-        if len(values) > len(reading.header):
-            _too_many_fields(reading, first_line, values, delimiter)
-            continue
-        yield number, dict(zip(reading.header, values))  # fewer cells: the rest are empty
 
 
 def _json_error(path: Path, number: int, exc: json.JSONDecodeError) -> DataError:
@@ -146,34 +144,77 @@ def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
                     raise _json_error(path, number, exc) from exc
 
 
-def _json_rows(path: Path, reading: _Reading) -> Iterator[tuple[int, dict[str, Any]]]:
-    """JSON records as rows, checked to be objects."""
+def _json_rows(path: Path, reading: _Reading) -> Iterator[tuple[int, None, dict[str, Any]]]:
+    """JSON records as rows ``(number, None, record)``, checked to be objects."""
     for number, record in _json_records(path):
         if not isinstance(record, dict):
             raise DataError(
                 f"Record {number} of {path} is a {type(record).__name__}, not a JSON object. Write "
                 'one object per record, e.g. {"text": "great film", "label": "pos"}.'
             )
-        yield number, record
+        yield number, None, record
 
 
 def _json_header(path: Path) -> list[str]:
     """Every key of a JSON table, in order of appearance: one pass that keeps nothing else."""
     seen: dict[str, None] = {}
-    for _, record in _json_rows(path, _Reading(path, False)):
+    for _, _, record in _json_rows(path, _Reading(path, False)):
         seen.update(dict.fromkeys(record))
     return list(seen)
 
 
-def _table_rows(path: Path, reading: _Reading) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The rows of any table as a stream; a CSV's header is in ``reading`` after the first."""
+def _open_rows(
+    path: Path, reading: _Reading, columns: Columns, stack: contextlib.ExitStack
+) -> tuple[str, str, str, Iterator[tuple[int, int | None, str, str]]]:
+    """``(modality, value column, label column, rows)`` of any table, rows as ``(number, byte
+    offset or None, value cell, label cell)``, a stream; ``stack`` closes the file.
+
+    The first row is read before the columns are checked, so an empty table or a refused first
+    row is reported as such, whatever its columns.
+    """
     delimiter = TABLE_EXTENSIONS[path.suffix.lower()]
     if delimiter is None:
         reading.header = _json_header(path)
-        yield from _json_rows(path, reading)
-        return
-    with _open_text(path) as stream:
-        yield from _csv_rows(stream, reading, delimiter)
+        records_ = _json_rows(path, reading)
+        first = next(records_, None)
+    else:
+        f = stack.enter_context(_open_text(path, binary=True))
+        reading.stamp = os.fstat(f.fileno())
+        records_ = records(f, 0, delimiter, _REPLACE_ERRORS)
+        header = next(records_, None)
+        reading.header = [h.strip() for h in header[2]] if header else []
+        first, wide = _first_record(records_, reading, delimiter)
+    if not reading.header or first is None:
+        skipped = f" ({len(reading.bad_rows)} skipped: too many fields)" if reading.bad_rows else ""
+        raise DataError(
+            f"{path} has no data rows{skipped}. Write a header line (e.g. text,label) and one "
+            "row per example."
+        )
+    modality, value_col, label_col = _columns(path, reading.header, columns)
+    rows = itertools.chain([first], records_)  # C-level: no Python layer per row
+    if delimiter is None:
+        return modality, value_col, label_col, (
+            (n, None, _cell(r, value_col), _cell(r, label_col)) for n, _, r in rows)
+    reading.layout = CsvLayout.of(reading.header, delimiter, value_col, label_col)
+    on_wide = functools.partial(_too_many_fields, reading, delimiter=delimiter)
+    return modality, value_col, label_col, csv_cells(rows, reading.layout, on_wide, numbered=wide)
+
+
+def _first_record(
+    records_: Iterator[tuple[int, int, list[str]]], reading: _Reading, delimiter: str
+) -> tuple[tuple[int, int, list[str]] | None, int]:
+    """The first record that is a row (not blank; a wider one is refused or skipped and counted
+    here), and how many wider rows came before it."""
+    wide = 0
+    for record in records_:
+        _, line, values = record
+        if is_blank(values):
+            continue
+        if len(values) <= len(reading.header):
+            return record, wide
+        wide += 1
+        _too_many_fields(reading, line, values, delimiter)
+    return None, wide
 
 
 def _find_column(header: list[str], name: str) -> str | None:
@@ -249,19 +290,9 @@ def read_table(
     report.n_scanned += 1
     reading = _Reading(path, skip_bad_rows)
     replaced_before = getattr(_replaced, "count", 0)
-    rows = _table_rows(path, reading)
-    try:
-        first = next(rows, None)  # reads the header too
-        if not reading.header or first is None:
-            skipped = f" ({len(reading.bad_rows)} skipped: too many fields)" if reading.bad_rows else ""
-            raise DataError(
-                f"{path} has no data rows{skipped}. Write a header line (e.g. text,label) and one "
-                "row per example."
-            )
-        modality, value_col, label_col = _columns(path, reading.header, columns)
-        part, no_value, no_label = _collect(path, modality, value_col, label_col, reading, first, rows)
-    finally:
-        rows.close()  # closes the file now, also when a row is refused
+    with contextlib.ExitStack() as stack:  # closes the file now, also when a row is refused
+        modality, value_col, label_col, rows = _open_rows(path, reading, columns, stack)
+        part, no_value, no_label = _collect(path, modality, reading, rows)
     report.bad_rows.extend(reading.bad_rows)
     if getattr(_replaced, "count", 0) != replaced_before:
         report.replaced_text.extend([f"{path} (row {n})" for n in reading.fffd_rows] or [str(path)])
@@ -275,7 +306,7 @@ def read_table(
         report.notes.append(
             f"{path}: dropped {len(no_label)} row(s) without a label: rows {format_list(no_label)}"
         )
-    if not part.items:
+    if not len(part.items):
         raise DataError(
             f"{path} has no row with both a {value_col!r} value and a {label_col!r} label. Fill in "
             f"those columns. {_OPTIONS_HINT}"
@@ -284,42 +315,42 @@ def read_table(
 
 
 def _collect(
-    path: Path,
-    modality: str,
-    value_col: str,
-    label_col: str,
-    reading: _Reading,
-    first: tuple[int, dict[str, Any]],
-    rest: Iterator[tuple[int, dict[str, Any]]],
+    path: Path, modality: str, reading: _Reading, rows: Iterator[tuple[int, int | None, str, str]]
 ) -> tuple[Part, list[int], list[int]]:
-    """Keep the value and label of each row: ``(part, rows without value, rows without label)``."""
-    part = Part()
+    """Keep the value and label of each row: ``(part, rows without value, rows without label)``.
+
+    A CSV/TSV of image paths goes into a ``PathTableBuilder``: its items become ``TableCells``
+    and its labels ``LabelCodes``; other tables keep lists of strings.
+    """
+    paths = None
+    if modality == "image" and reading.layout is not None and reading.stamp is not None:
+        paths = PathTableBuilder(path, reading.layout, reading.stamp)
+    items: list[str] = []
+    labels: list[str] = []
     no_value: list[int] = []
     no_label: list[int] = []
-    labels: dict[str, str] = {}  # one string object per class, not one per row
-    base = path.parent
-    for number, row in _chain(first, rest):
-        value = _cell(row, value_col)
-        label = _cell(row, label_col).strip()
+    names: dict[str, str] = {}  # one string object per class, not one per row
+    folder = table_folder(path)
+    for number, offset, value, label in rows:
+        label = label.strip()
         if "\ufffd" in value or "\ufffd" in label:
             reading.fffd_rows.append(number)
         if not value.strip():
             no_value.append(number)
-            continue
-        if not label:
+        elif not label:
             no_label.append(number)
-            continue
-        if modality == "image":
+        elif paths is not None:
+            paths.add(offset, value, label)  # type: ignore[arg-type]  # CSV rows have offsets
+        else:
             # Relative paths are relative to the table, so a dataset folder can move as a whole.
-            value = os.path.abspath(os.path.join(base, os.path.expanduser(value.strip())))
-        part.items.append(value)
-        part.labels.append(labels.setdefault(label, label))
-    return part, no_value, no_label
+            items.append(resolve_path(value, folder) if modality == "image" else value)
+            labels.append(names.setdefault(label, label))
+    if paths is not None:
+        cells, codes = paths.finish()
+        return Part(items=cells, labels=codes), no_value, no_label
+    return Part(items=items, labels=labels), no_value, no_label
 
 
-def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
 def find_split_files(folder: Path) -> dict[str, Path]:
     """``{"train": train.csv, ...}`` when ``folder`` holds explicit split tables, else ``{}``.
 

@@ -105,6 +105,9 @@ class Resumable:
         return self.run.finished or early_stop
 
 
+_LABELS_PER_PIECE = 1 << 16
+
+
 def _hash_item(digest: Any, item: Any) -> None:
     if isinstance(item, np.ndarray):  # an in-memory image: its shape, type and pixels
         digest.update(f"{item.shape}{item.dtype}".encode())
@@ -125,10 +128,23 @@ def data_fingerprint(data: DataBundle) -> str:
     digest = hashlib.sha256(json.dumps(list(data.classes)).encode())
     for name in ("train", "val", "test"):
         split = getattr(data, name)
-        digest.update(f"|{name}:{len(split)}|{json.dumps([int(x) for x in split.labels])}|".encode())
-        for item in split.items:
+        digest.update(f"|{name}:{len(split)}|".encode())
+        _hash_labels(digest, split.labels)
+        digest.update(b"|")
+        for item in split.items:  # a table's paths are read as a stream, never all held
             _hash_item(digest, item)
     return digest.hexdigest()
+
+
+def _hash_labels(digest: Any, labels: Any) -> None:
+    """The bytes of ``json.dumps([int(x) for x in labels])`` ("[0, 2, 1]"), a piece at a time,
+    so the fingerprint of a run started before labels were streamed still matches."""
+    digest.update(b"[")
+    for start in range(0, len(labels), _LABELS_PER_PIECE):
+        piece = labels[start : start + _LABELS_PER_PIECE]
+        values = piece.tolist() if isinstance(piece, np.ndarray) else piece
+        digest.update((", " if start else "").encode() + ", ".join(str(int(x)) for x in values).encode())
+    digest.update(b"]")
 
 
 def config_fingerprint(config_file: Path) -> str:
