@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ import yaml
 
 import transferkit as tk
 
-__all__ = ["CHROMIUM", "Browser", "Client", "browser_args", "record", "screenshot", "sync_api_or_skip", "write_run"]
+__all__ = ["CHROMIUM", "Browser", "Client", "browser_args", "record", "screenshot", "sync_api_or_skip", "wait_for",
+           "write_run"]
 
 CHROMIUM = "/usr/bin/chromium"
 browser_args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -142,3 +145,13 @@ def screenshot(page: Any, name: str) -> Path:
     page.set_viewport_size({"width": 1280, "height": 800})
     page.screenshot(path=str(path))
     return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

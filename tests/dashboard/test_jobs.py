@@ -16,7 +16,7 @@ from conftest import run_cli
 
 from transferkit.dashboard.jobs import JobError, JobQueue, options_to_argv
 
-from .harness import screenshot
+from .harness import screenshot, wait_for
 
 
 def python_job(code: str) -> Callable[[str, Any, Path], list[str]]:
@@ -24,13 +24,6 @@ def python_job(code: str) -> Callable[[str, Any, Path], list[str]]:
     return lambda command, argv, out: [sys.executable, "-c", code]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 SLEEP = "import time; time.sleep(30)"
@@ -283,3 +276,18 @@ def test_a_bad_data_path_shows_the_cli_error_on_the_page(browser, roots: Path, c
     expected = [e for e in browser.console_errors if "status of 400" in e]
     assert len(expected) == 1
     browser.console_errors.remove(expected[0])
+
+
+def test_exports_write_only_into_runs_inside_the_roots(tmp_path: Path) -> None:
+    from .harness import write_run
+
+    root = tmp_path / "runs"
+    run = write_run(root / "r")
+    queue = JobQueue([root], build=python_job("print('ok')"), check=None)
+    for options in ({}, {"run": str(tmp_path)}, {"run": str(root / "missing")}):
+        with pytest.raises(JobError, match="run folder inside"):
+            queue.submit("export", {**options, "format": "onnx"})
+    job = queue.submit("export", {"run": str(run), "format": "onnx", "force": True})
+    assert job.out == run.resolve() and job.argv == [str(run.resolve()), "--format=onnx", "--force"]
+    wait_for(lambda: job.status == "finished", what="the export job")
+    assert sorted(p.name for p in root.iterdir()) == ["r"]  # no new folder

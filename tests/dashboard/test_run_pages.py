@@ -7,28 +7,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import transferkit as tk
 from transferkit import workflows
 
-from .harness import Client, record, screenshot, write_run
+from .harness import Client, record, screenshot, wait_for, write_run
 
 STRATEGIES = ("feature-extraction", "full", "lora")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +161,17 @@ def test_export_torchscript_through_the_api(client: Client, roots: Path, tiny_ru
     url = f"/api/export/{folder_id}"
     status, body, _ = client.request(url, method="POST", body={"format": "torchscript"})
     assert status == 202, body
+    job_id = json.loads(body)["job"]
     status, body, _ = client.request(url, method="POST", body={"format": "onnx"})  # one at a time per run
-    assert status == 409 and b"already running" in body
-    done = wait_for(lambda: (d := client.json(url))["task"]["status"] != "running" and d, what="the export")
+    assert status == 409 and b"already queued or running" in body
+    job = {j["id"]: j for j in client.json("/api/jobs")["jobs"]}[job_id]  # a job of the queue like a run
+    assert job["command"] == "export" and job["argv"][1:] == ["--format=torchscript", "--force", "--latency"]
+    done = wait_for(lambda: (d := client.json(url))["task"]["status"] not in ("queued", "running") and d,
+                    timeout=90, what="the export")
     assert done["task"]["status"] == "finished", done["task"]
-    assert done["task"]["result"]["verification"]["top1_agreement"] == 1.0
     formats = {f["name"]: f for f in done["formats"]}
     assert formats["torchscript"]["exported"] == "model.pt" and formats["torchscript"]["verification"]["n"] > 0
+    assert formats["torchscript"]["verification"]["top1_agreement"] == 1.0
     assert [r["name"] for r in done["latency"]["rows"]] == ["eager", "torchscript"] and not done["latency_stale"]
 
 

@@ -1,8 +1,10 @@
 """The job queue: runs started from the dashboard are real ``transferkit`` subprocesses.
 
 A job is ``python -m transferkit -q <command> <options> --out <new folder in the first
-root>``, so it trains exactly as the command line would, and the dashboard writes into a run only
-through it. Before a job is queued its options go through the command's own ``--check`` (the
+root>``, so it trains exactly as the command line would, or ``... export|latency <run folder>
+<options>`` (the Export page), one at a time per run: the dashboard writes into a run only
+through a job, and an export waits for the slot a training job holds (a latency measured beside
+a training job would measure the contention). Before a job is queued its options go through the command's own ``--check`` (the
 same parsing and checks as the real command, in a subprocess of a few seconds): bad input gets
 the CLI's one-paragraph error and starts nothing. At most ``max_running`` jobs run at once (the
 rest wait, ``queued``); a running job is cancelled with SIGINT, like Ctrl-C, so its folder stays
@@ -34,6 +36,7 @@ from .folders import NotInRoots, Roots
 
 __all__ = [
     "COMMANDS",
+    "INTO_RUN",
     "STATUSES",
     "Job",
     "JobError",
@@ -44,8 +47,12 @@ __all__ = [
     "options_to_argv",
 ]
 
-#: The commands a job may run: ``train`` (the Start-a-run page), ``efficiency`` and ``compare``.
-COMMANDS = ("train", "efficiency", "compare")
+#: The commands a job may run: ``train`` (the Start-a-run page), ``efficiency`` and ``compare``
+#: write a new folder; ``export`` and ``latency`` (the Export page) write into an existing run.
+COMMANDS = ("train", "efficiency", "compare", "export", "latency")
+#: Commands whose first argument is a run folder they write into (option ``run``), with no --out;
+#: the page checks the run and format itself, so they have no ``--check``.
+INTO_RUN = frozenset({"export", "latency"})
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 #: Options the queue sets itself, or that would make the job something else than a new run.
 RESERVED = frozenset({"out", "check", "config", "resume", "json", "debug", "quiet", "help", "version"})
@@ -192,17 +199,33 @@ class JobQueue:
             raise JobError(f"Unknown command {command!r}; the dashboard runs {', '.join(COMMANDS)}.")
         if not isinstance(options, dict):
             raise JobError("options: give an object of option names and values, e.g. {\"model\": ...}.")
-        argv = options_to_argv(options)
-        if self.check is not None and (problem := self.check(command, argv)) is not None:
-            raise JobError(problem)
+        if command in INTO_RUN:
+            out, argv = self._run_folder(options), options_to_argv({k: v for k, v in options.items() if k != "run"})
+            argv = [str(out), *argv]
+        else:
+            out, argv = None, options_to_argv(options)
+            if self.check is not None and (problem := self.check(command, argv)) is not None:
+                raise JobError(problem)
         with self._lock:
             if self._closed:
                 raise JobError("The dashboard is stopping; no new runs are started.")
+            if out is not None and any(j.out == out and j.status in ("queued", "running") for j in self.jobs.values()):
+                raise JobError(f"An export or measurement of {out.name} is already queued or running; wait for "
+                               "it to end.")
             self._count += 1
-            job = Job(str(self._count), command, argv, self._new_folder(command, options))
+            job = Job(str(self._count), command, argv, out or self._new_folder(command, options))
             self.jobs[job.id] = job
             self._start_ready()
         return job
+
+    def _run_folder(self, options: dict[str, Any]) -> Path:
+        """The existing run folder (inside the roots) an export or measurement writes into."""
+        try:
+            if not options.get("run"):
+                raise NotInRoots("")
+            return self.roots.folder(self.roots.id_of(Path(str(options["run"])).resolve()))
+        except NotInRoots:
+            raise JobError("run: give a run folder inside the dashboard's --runs folders.") from None
 
     def _new_folder(self, command: str, options: dict[str, Any]) -> Path:
         """``<first root>/<the CLI's default folder name>``, unused by any folder or job (the job's
@@ -240,7 +263,8 @@ class JobQueue:
             # using every core train many times slower than N jobs using a share each
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.max_running))
         try:
-            job.process = subprocess.Popen(self.build(job.command, job.argv, job.out), stdin=subprocess.DEVNULL,
+            out = None if job.command in INTO_RUN else job.out  # an export writes into its run: no --out
+            job.process = subprocess.Popen(self.build(job.command, job.argv, out), stdin=subprocess.DEVNULL,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                            encoding="utf-8", errors="replace", env=env, **options)
         except OSError as exc:

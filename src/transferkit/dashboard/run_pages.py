@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +29,11 @@ from . import (
 )
 from .folders import NotInRoots, Roots
 
-__all__ = ["ExportTasks", "compare_details", "export_details", "pipeline_details", "routes"]
+__all__ = ["compare_details", "export_details", "pipeline_details", "routes"]
 
 _COMPARE_JSON = "compare.json"
 _COMPARE_MD = "compare.md"
 _COMPARE_RUNS = "runs"  # <comparison>/runs/<strategy>: one ordinary run folder per strategy
-_LATENCY_BATCHES = (1, 32)
 
 
 def _context(request: Request) -> core.Context:
@@ -302,63 +298,28 @@ async def pipeline_api(request: Request) -> Response:
 
 
 # -- Export -----------------------------------------------------------------------------------------
-@dataclass
-class ExportTask:
-    """One export (or latency measurement) of one run, running in a worker thread."""
-
-    action: str  # "export" or "measure"
-    format: str | None
-    status: str = "running"  # running, finished, failed
-    started: float = 0.0
-    ended: float | None = None
-    error: str | None = None
-    result: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "format": self.format, "status": self.status, "started": self.started,
-                "ended": self.ended, "error": self.error, "result": self.result}
+# An export (or a latency measurement alone) is a job of the queue: `transferkit export RUN
+# --format F --force --latency` or `transferkit latency RUN`, one at a time per run and never
+# beside a training job holding the slot, so the timings are not those of a busy machine.
+def _queue(context: core.Context) -> Any:
+    if context.jobs is None:
+        raise RuntimeError("This dashboard was started without a job queue; export from the command line "
+                           "(`transferkit export RUN --format onnx --latency`).")
+    return context.jobs
 
 
-class ExportTasks:
-    """Exports started from the page: one at a time per run folder (a lock per run), each in a
-    worker thread that exports (``tk.export_run``) and then times every exported file of the run
-    against the eager model (``tk.measure_latency``, saved as ``export/latency.json``).
-
-    The job queue runs ``transferkit`` commands that each write a new folder; an export writes
-    into an existing run, so it runs here, serialised per run, and never while another export of
-    the same run is under way.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.tasks: dict[Path, ExportTask] = {}
-
-    def current(self, folder: Path) -> ExportTask | None:
-        return self.tasks.get(folder)
-
-    def start(self, folder: Path, action: str, fmt: str | None) -> ExportTask:
-        with self._lock:
-            task = self.tasks.get(folder)
-            if task is not None and task.status == "running":
-                raise RuntimeError(f"An {task.action} of this run is already running; wait for it to end.")
-            task = self.tasks[folder] = ExportTask(action, fmt, started=time.time())
-        threading.Thread(target=self._run, args=(folder, task), daemon=True, name=f"export-{folder.name}").start()
-        return task
-
-    @staticmethod
-    def _run(folder: Path, task: ExportTask) -> None:
-        try:
-            if task.action == "export":
-                task.result = tk.export_run(folder, task.format or tk.DEFAULT_EXPORT_FORMAT, force=True).to_dict()
-            tk.measure_latency(folder, _LATENCY_BATCHES)
-            task.status = "finished"
-        except Exception as exc:  # shown on the page as the one paragraph the CLI would print
-            task.status, task.error = "failed", _one_line(exc) or type(exc).__name__
-        task.ended = time.time()
-
-
-def _tasks(context: core.Context) -> ExportTasks:
-    return context.extra.setdefault("export_tasks", ExportTasks())
+def _task(context: core.Context, folder: Path) -> dict[str, Any] | None:
+    """The newest export or measurement job of this run, as the page shows it."""
+    if context.jobs is None:
+        return None
+    jobs = [j for j in context.jobs.list() if j["command"] in ("export", "latency") and Path(j["out"]) == folder]
+    if not jobs:
+        return None
+    job = jobs[0]  # newest first
+    fmt = next((a.split("=", 1)[1] for a in job["argv"] if a.startswith("--format=")), None)
+    return {"action": "export" if job["command"] == "export" else "measure", "format": fmt, "job": job["id"],
+            "status": job["status"], "started": job["started"] or job["submitted"], "ended": job["ended"],
+            "error": job["error"]}
 
 
 def _formats() -> list[dict[str, Any]]:
@@ -401,11 +362,11 @@ def export_details(context: core.Context, folder: Path) -> dict[str, Any]:
                         "verification": row.get("verification") if row else None})
     stale = report is None and bool(files) or report is not None and (
         set(files) != set(measured) or any(p.stat().st_mtime > report.measured_at for p in files.values()))
-    task = _tasks(context).current(folder)
+    task = _task(context, folder)
     return {"id": context.roots.id_of(folder), "name": folder.name, "status": summary.status,
             "model": summary.model, "strategy": summary.strategy, "formats": formats,
             "latency": report.to_dict() if report else None, "latency_stale": stale,
-            "task": task.to_dict() if task else None}
+            "task": task}
 
 
 async def export_page(request: Request) -> Response:
@@ -447,11 +408,15 @@ async def export_start(request: Request) -> Response:
     refusal = await asyncio.to_thread(_refusal, context, folder, body)
     if refusal is not None:
         return core.error_response(*refusal)
+    action, fmt = body.get("action", "export"), body.get("format")
+    options: dict[str, Any] = {"run": str(folder)}
+    if action == "export":
+        options.update({"format": fmt, "force": True, "latency": True})
     try:
-        task = _tasks(context).start(folder, body.get("action", "export"), body.get("format"))
-    except RuntimeError as exc:  # another export of this run is under way
+        job = _queue(context).submit("export" if action == "export" else "latency", options)
+    except (RuntimeError, ValueError) as exc:  # JobError: another export of this run is queued or running
         return core.error_response(str(exc), 409)
-    return core.json_response({"task": task.to_dict()}, 202)
+    return core.json_response({"task": _task(context, folder), "job": job.id}, 202)
 
 
 def routes() -> list[BaseRoute]:

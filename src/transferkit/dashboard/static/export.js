@@ -10,7 +10,7 @@
     return `max |logit diff| ${Number(v.max_abs_diff).toExponential(1)} · top-1 agreement ${TK.pct(v.top1_agreement)} (n = ${v.n}, ${v.sample})`;
   }
   function formatsTable(data) {
-    const busy = data.task && data.task.status === "running";
+    const busy = data.task && (data.task.status === "running" || data.task.status === "queued");
     const finished = data.status === "finished";
     const rows = data.formats.map((f) => {
       const button = TK.el("button", { type: "button", class: "export-button", "data-format": f.name,
@@ -58,6 +58,7 @@
     if (!task) return;
     const what = task.action === "export" ? `Export to ${task.format}` : "Latency measurement";
     line.textContent = task.status === "running" ? `${what}: running (export, verification, then timing every file)…`
+      : task.status === "queued" ? `${what}: queued (job ${task.job}), waiting for the job that holds the slot`
       : `${what}: ${task.status}` + (task.ended ? ` in ${TK.secs(task.ended - task.started)}` : "");
     line.dataset.status = task.status;
     error.textContent = task.status === "failed" ? task.error : "";
@@ -74,7 +75,7 @@
     showTask(data.task);
     if (data.latency) document.getElementById("latency").replaceChildren(latencyTable(data.latency));
     const measure = document.getElementById("measure");
-    const busy = data.task && data.task.status === "running";
+    const busy = data.task && (data.task.status === "running" || data.task.status === "queued");
     measure.hidden = !data.latency && !data.latency_stale;
     measure.disabled = busy;
     measure.textContent = data.latency_stale ? "Measure (files changed since the last measurement)" : "Measure again";

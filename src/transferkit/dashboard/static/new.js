@@ -80,7 +80,12 @@
       button.disabled = false;
     }
   }
-  const PAGE_OF = { train: "run", compare: "compare", efficiency: "efficiency" };
+  // What a job works on: its model, or for an export or measurement the run folder it writes into.
+  function jobSubject(job) {
+    const model = job.argv.filter((a) => a.startsWith("--model=")).map((a) => a.slice(8)).join("");
+    return model || (job.argv[0] && !job.argv[0].startsWith("--") ? job.argv[0].split("/").pop() : "");
+  }
+  const PAGE_OF = { train: "run", compare: "compare", efficiency: "efficiency", export: "export", latency: "export" };
   function jobRow(job) {
     const folder = job.folder_id
       ? TK.el("a", { href: `/${PAGE_OF[job.command] || "run"}/${TK.enc(job.folder_id)}`, class: "job-folder",
@@ -92,7 +97,7 @@
     const message = job.error || (job.status === "finished" ? job.output[job.output.length - 1] : "") || "";
     return TK.el("tr", { "data-job": job.id },
       TK.el("td", { text: job.id }),
-      TK.el("td", { title: [job.command, ...job.argv].join(" "), text: `${job.command} ${job.argv.filter((a) => a.startsWith("--model=")).map((a) => a.slice(8)).join("")}` }),
+      TK.el("td", { title: [job.command, ...job.argv].join(" "), text: `${job.command} ${jobSubject(job)}` }),
       TK.el("td", {}, TK.el("span", { class: `status ${job.status} job-status`, text: job.status })),
       TK.el("td", { text: TK.when(job.started) }),
       TK.el("td", { class: "num", text: TK.secs(seconds) }),
