@@ -19,9 +19,15 @@ from transferkit.dashboard.jobs import JobError, JobQueue, options_to_argv
 from .harness import screenshot, wait_for
 
 
+# What `python -m transferkit` does first for a job (see transferkit/__main__.py): SIGINT raises
+# KeyboardInterrupt even when the test process ignores SIGINT (pytest started in the background).
+_AS_TRANSFERKIT = ("import os, signal\nif os.environ.get('TRANSFERKIT_SIGINT') == 'interrupt':\n"
+                   "    signal.signal(signal.SIGINT, signal.default_int_handler)\n")
+
+
 def python_job(code: str) -> Callable[[str, Any, Path], list[str]]:
     """A command builder whose jobs run ``code`` (fast, and no model involved)."""
-    return lambda command, argv, out: [sys.executable, "-c", code]
+    return lambda command, argv, out: [sys.executable, "-c", _AS_TRANSFERKIT + code]
 
 
 

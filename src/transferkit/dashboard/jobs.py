@@ -257,7 +257,9 @@ class JobQueue:
             options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
         else:  # its own session: a Ctrl-C in the dashboard's terminal is the queue's to pass on
             options["start_new_session"] = True
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # output lines arrive while the job runs
+        # output lines arrive while the job runs; SIGINT raises KeyboardInterrupt in the job even
+        # when this process ignores it (see transferkit/__main__.py), so cancel stops it like Ctrl-C
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRANSFERKIT_SIGINT": "interrupt"}
         if self.max_running > 1 and "OMP_NUM_THREADS" not in env:
             # jobs running side by side share the cores: torch's threads spin-wait, and N jobs each
             # using every core train many times slower than N jobs using a share each
