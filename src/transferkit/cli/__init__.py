@@ -15,7 +15,7 @@ import click
 
 import transferkit as tk
 
-from . import choose, dashboard, explore, export, run  # noqa: F401 - each adds its commands to `cli`
+from . import choose, dashboard, denoiser, explore, export, restore, run  # noqa: F401 - each adds its commands to `cli`
 from .app import cli
 from .run import train_cmd
 
