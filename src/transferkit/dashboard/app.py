@@ -33,6 +33,7 @@ from transferkit import workflows
 
 from .explorers import routes as explorer_routes
 from .folders import NotInRoots, Roots
+from .restore_pages import routes as restore_page_routes
 from .run_pages import routes as run_page_routes
 from .security import Gate
 from .start_run import routes as start_run_routes
@@ -238,7 +239,8 @@ def _core_routes() -> list[BaseRoute]:
 
 
 #: Modules whose ``routes()`` add pages and API endpoints (each owns its part of the dashboard).
-ROUTE_MODULES: list[Callable[[], list[BaseRoute]]] = [_core_routes, start_run_routes, explorer_routes, run_page_routes]
+ROUTE_MODULES: list[Callable[[], list[BaseRoute]]] = [_core_routes, start_run_routes, explorer_routes, run_page_routes,
+                                                      restore_page_routes]
 
 
 def create_app(roots: list[str | Path], token: str, *, jobs: Any = None) -> Gate:

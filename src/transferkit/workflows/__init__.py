@@ -15,7 +15,15 @@ Example:
 
 from ..io.runfolder import default_folder
 from ._common import parse_int_list
-from .catalog import STATUSES, FolderSummary, find_folders, summarize_folder
+from .catalog import (
+    RESTORE_KINDS,
+    STATUSES,
+    FolderSummary,
+    denoiser_run_details,
+    find_folders,
+    restore_comparison_details,
+    summarize_folder,
+)
 from .compare import CompareResult, compare, pick_best
 from .efficiency import DEFAULT_TIME_BUDGET, EFFICIENCY_JSON, EFFICIENCY_SUMMARY, METHODS, EfficiencyResult, sample_efficiency
 from .freezing import FREEZING_JSON, FREEZING_NUM_CLASSES, FreezingResult, describe_freezing, explore_freezing, freezing_counts
@@ -38,5 +46,5 @@ __all__ = [
     "parse_int_list", "default_folder", "find_folders", "summarize_folder", "FolderSummary", "STATUSES", "folder_kinds",
     "run_records", "run_test_metrics",
     "mean_curve", "FREEZING_NUM_CLASSES", "LORA_JSON", "FREEZING_JSON", "TRANSFERABILITY_JSON", "EFFICIENCY_JSON",
-    "EFFICIENCY_SUMMARY",
+    "EFFICIENCY_SUMMARY", "RESTORE_KINDS", "restore_comparison_details", "denoiser_run_details",
 ]

@@ -1,5 +1,6 @@
 """The folders transferkit wrote under some roots, each as one typed summary: what it is (run,
-comparison, efficiency study, explorer), its model, strategy, data, status and headline metrics.
+comparison, efficiency study, explorer, restoration comparison, denoiser run), its model, strategy,
+data, status and headline metrics.
 
 The dashboard's Runs page and anything else that lists runs reads folders through this module,
 which reads them through the typed records (``TestMetrics``, ``EpochRecord``), so a field is
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,12 @@ import yaml
 from ..errors import RunFolderError
 from ..io import runfolder as rf
 from ..io.records import TestMetrics, read_test_metrics
+from ..restore import denoiser_train
+from ..restore.compare_priors import (
+    COMPARISON_FIGURE,
+    COMPARISON_FILE,
+    COMPARISON_TABLE,
+)
 from .compare import COMPARE_JSON, COMPARE_MD
 from .efficiency_report import EFFICIENCY_JSON, EFFICIENCY_SUMMARY
 from .freezing import FREEZING_JSON
@@ -34,7 +42,8 @@ from .lora_explorer import LORA_JSON
 from .report import folder_kinds
 from .transferability import TRANSFERABILITY_JSON
 
-__all__ = ["STATUSES", "FolderSummary", "find_folders", "summarize_folder"]
+__all__ = ["RESTORE_KINDS", "STATUSES", "FolderSummary", "denoiser_run_details", "find_folders",
+           "restore_comparison_details", "summarize_folder"]
 
 #: running: a process trains it now; finished: it has its results; failed: it stopped on an
 #: error (failure.json); interrupted: none of these (killed, or stopped with Ctrl-C: resumable).
@@ -44,7 +53,16 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster 
 _MAX_DEPTH = 4  # roots/compare-x/runs/<strategy>: deeper folders are not transferkit's
 _STUDY_FILES = {"compare": COMPARE_JSON, "efficiency": EFFICIENCY_JSON, "freezing": FREEZING_JSON,
                 "lora": LORA_JSON, "transferability": TRANSFERABILITY_JSON}
-_MARKERS = {rf.CONFIG, *_STUDY_FILES.values()}  # a folder holding one of these is transferkit's
+#: Folders of `transferkit restore --compare-priors` and `transferkit denoiser train` (not in the
+#: HTML report's folder_kinds: the report does not cover them; the dashboard's restore page does).
+RESTORE_KINDS = ("restore-compare", "denoiser")
+_MARKERS = {rf.CONFIG, *_STUDY_FILES.values(), COMPARISON_FILE, denoiser_train.RECORD}
+# A denoiser run writes its record (denoiser.json) last; until then its folder holds train.log and
+# metrics.jsonl, and train.log starts with this (the first line train_denoiser logs).
+_DENOISER_LOG_START = b"denoiser train:"
+# train_denoiser replaces train.log atomically (no lock a reader could test, as runs have): a
+# denoiser run without its record whose log or metrics changed this recently counts as running.
+_DENOISER_RECENT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -53,8 +71,10 @@ class FolderSummary:
 
     Attributes:
         path: the folder. kinds: what it holds (``run``, ``compare``, ``efficiency``, ``freezing``,
-            ``lora``, ``transferability``); kind: the first of them.
-        model, strategy, data: from the run's config or the study's summary (``None``: unknown).
+            ``lora``, ``transferability``, ``restore-compare``, ``denoiser``); kind: the first of them.
+        model, strategy, data: from the run's config or the study's summary (``None``: unknown). A
+            restoration comparison: the best prior, "N priors, best P (X dB)", the image; a denoiser
+            run: where it started (``--from``), its strategy, its images folder.
         status: one of :data:`STATUSES`.
         accuracy, macro_f1, trainable_params, seconds: a run's test metrics (for a comparison,
             its best run's); ``None`` until there are some.
@@ -222,7 +242,7 @@ def summarize_folder(folder: str | Path, parent: Path | None = None) -> FolderSu
     """
     folder = Path(folder)
     try:
-        kinds = tuple(folder_kinds(folder))
+        kinds = tuple(folder_kinds(folder)) + _restore_kinds(folder)
         if not kinds and (folder / rf.CONFIG).is_file() and (folder / rf.LOG).is_file():
             kinds = ("run",)  # a run before its first epoch, or one that failed in it
     except OSError:
@@ -233,6 +253,10 @@ def summarize_folder(folder: str | Path, parent: Path | None = None) -> FolderSu
         return _run_summary(folder, kinds, parent)
     if kinds[0] == "compare":
         return _compare_summary(folder, kinds)
+    if kinds[0] == "restore-compare":
+        return _restore_compare_summary(folder, kinds)
+    if kinds[0] == "denoiser":
+        return _denoiser_summary(folder, kinds, parent)
     return _study_summary(folder, kinds)
 
 
@@ -271,7 +295,162 @@ def _candidate_folders(root: Path, depth: int = 0) -> Iterable[Path]:
             names = set(os.listdir(entry.path))
         except OSError:
             continue
-        if names & _MARKERS:
+        if names & _MARKERS or _is_denoiser_log(Path(entry.path), names):
             yield Path(entry.path)
         elif depth + 1 < _MAX_DEPTH:
             yield from _candidate_folders(Path(entry.path), depth + 1)
+
+
+# -- Restoration: prior comparisons and denoiser runs ---------------------------------------------
+def _is_denoiser_log(folder: Path, names: set[str] | None = None) -> bool:
+    """A denoiser run before its record: train.log written by train_denoiser, and no run config."""
+    names = names if names is not None else {n for n in (denoiser_train.LOG, rf.CONFIG) if (folder / n).exists()}
+    if denoiser_train.LOG not in names or rf.CONFIG in names:
+        return False
+    try:
+        with open(folder / denoiser_train.LOG, "rb") as handle:
+            return handle.read(len(_DENOISER_LOG_START)) == _DENOISER_LOG_START
+    except OSError:
+        return False
+
+
+def _restore_kinds(folder: Path) -> tuple[str, ...]:
+    kinds = []
+    if (folder / COMPARISON_FILE).is_file():
+        kinds.append("restore-compare")
+    if denoiser_train.is_denoiser_run(folder) or _is_denoiser_log(folder):
+        kinds.append("denoiser")
+    return tuple(kinds)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _prior_rows(data: Any) -> list[dict[str, Any]]:
+    """The comparison's rows that name a prior, best PSNR first (rows without a PSNR last)."""
+    rows = data.get("priors") if isinstance(data, dict) else None
+    rows = [r for r in rows if isinstance(r, dict) and r.get("prior")] if isinstance(rows, list) else []
+    return sorted(rows, key=lambda r: -(_number(r.get("psnr")) if _number(r.get("psnr")) is not None else -1e9))
+
+
+def _restore_compare_summary(folder: Path, kinds: tuple[str, ...]) -> FolderSummary:
+    data = _json(folder / COMPARISON_FILE)
+    problem = data.get("problem") if isinstance(data, dict) else None
+    problem = problem if isinstance(problem, dict) else {}
+    rows = _prior_rows(data)
+    best = rows[0] if rows and _number(rows[0].get("psnr")) is not None else None
+    strategy = f"{len(rows)} priors" + (f", best {best['prior']} ({_number(best['psnr']):.2f} dB)" if best else "")
+    image = problem.get("image")
+    seconds = sum(_number(r.get("seconds")) or 0.0 for r in rows)
+    return FolderSummary(
+        path=folder, kinds=kinds, model=str(best["prior"]) if best else None, strategy=strategy,
+        data=Path(str(image)).name if image else None,
+        status="finished" if isinstance(data, dict) else "interrupted",  # the json is written last
+        seconds=seconds or None, modified=_mtime(folder / COMPARISON_FILE))
+
+
+def _denoiser_record(folder: Path) -> dict[str, Any] | None:
+    data = _json(folder / denoiser_train.RECORD)
+    if not isinstance(data, dict) or data.get("kind") != denoiser_train.KIND:
+        return None
+    return data
+
+
+def _denoiser_status(folder: Path, data: dict[str, Any] | None) -> str:
+    if data is not None and (folder / denoiser_train.WEIGHTS).is_file():
+        return "finished"
+    newest = max(_mtime(folder / denoiser_train.LOG), _mtime(folder / denoiser_train.METRICS))
+    if data is None and time.time() - newest < _DENOISER_RECENT_SECONDS:
+        return "running"
+    return "interrupted"
+
+
+def _denoiser_summary(folder: Path, kinds: tuple[str, ...], parent: Path | None) -> FolderSummary:
+    data = _denoiser_record(folder)
+    record = data.get("record") if data else None
+    record = record if isinstance(record, dict) else {}
+    config = data.get("config") if data else None
+    config = config if isinstance(config, dict) else {}
+    trainable = record.get("trainable_params")
+    return FolderSummary(
+        path=folder, kinds=kinds, model=record.get("from") or config.get("start"),
+        strategy=record.get("strategy") or config.get("strategy"),
+        data=str(config["images"]) if config.get("images") is not None else None,
+        status=_denoiser_status(folder, data),
+        trainable_params=trainable if isinstance(trainable, int) else None,
+        seconds=_number(record.get("seconds")),
+        modified=max(_mtime(folder / denoiser_train.RECORD), _mtime(folder / denoiser_train.METRICS),
+                     _mtime(folder / denoiser_train.LOG)),
+        parent=parent)
+
+
+def restore_comparison_details(folder: str | Path) -> dict[str, Any] | None:
+    """What ``transferkit restore --compare-priors`` wrote, for a page: the problem, the rows best
+    PSNR first (``best`` marks the first), and the file names of the figure, the clean and the
+    degraded image (``None`` where missing). ``None`` when the folder holds no readable comparison.
+
+    Example:
+        >>> restore_comparison_details("runs/restore-compare-astro-20261130-091500")["best"]  # doctest: +SKIP
+        'builtin:drunet'
+    """
+    folder = Path(folder)
+    data = _json(folder / COMPARISON_FILE)
+    if not isinstance(data, dict):
+        return None
+    problem = data.get("problem") if isinstance(data.get("problem"), dict) else {}
+    rows = []
+    for index, row in enumerate(_prior_rows(data)):
+        image = row.get("image")
+        rows.append({"prior": str(row["prior"]), "psnr": _number(row.get("psnr")), "ssim": _number(row.get("ssim")),
+                     "seconds": _number(row.get("seconds")),
+                     "image": image if isinstance(image, str) and (folder / image).is_file() else None,
+                     "best": index == 0 and _number(row.get("psnr")) is not None})
+
+    def present(name: str) -> str | None:
+        return name if (folder / name).is_file() else None
+
+    return {"problem": problem, "priors": rows, "best": rows[0]["prior"] if rows and rows[0]["best"] else None,
+            "figure": present(COMPARISON_FIGURE), "clean": present("clean.png"),
+            "degraded": present("degraded.png"), "table": present(COMPARISON_TABLE)}
+
+
+def _step_records(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a denoiser run's metrics.jsonl (``step``, ``steps``, ``l1``, ``seconds``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    steps = []
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break  # still being written
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("step"), int):
+            steps.append({k: value.get(k) for k in denoiser_train.StepRecord.__annotations__})
+    return steps
+
+
+def denoiser_run_details(folder: str | Path) -> dict[str, Any] | None:
+    """A ``transferkit denoiser train`` run, for a page: its status, record (``None`` until it
+    finishes: from, strategy, steps, seconds, parameter counts, PSNR before and after on fixed
+    crops of the *training* images), config, and the logged steps (the loss curve). ``None`` when
+    the folder is not a denoiser run.
+
+    Example:
+        >>> denoiser_run_details("runs/denoiser-drunet-full-20261130-091500")["record"]["strategy"]  # doctest: +SKIP
+        'full'
+    """
+    folder = Path(folder)
+    if "denoiser" not in _restore_kinds(folder):
+        return None
+    data = _denoiser_record(folder)
+    record = data.get("record") if data else None
+    config = data.get("config") if data else None
+    return {"status": _denoiser_status(folder, data), "record": record if isinstance(record, dict) else None,
+            "config": config if isinstance(config, dict) else None, "steps": _step_records(folder / denoiser_train.METRICS),
+            "weights": denoiser_train.WEIGHTS if (folder / denoiser_train.WEIGHTS).is_file() else None,
+            "log": denoiser_train.LOG if (folder / denoiser_train.LOG).is_file() else None}

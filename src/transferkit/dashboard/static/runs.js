@@ -11,7 +11,8 @@
   let descending = true;
 
   const PAGE_OF = { run: "run", compare: "compare", efficiency: "efficiency", freezing: "freezing",
-                    lora: "lora", transferability: "transferability" };
+                    lora: "lora", transferability: "transferability", "restore-compare": "restore",
+                    denoiser: "restore" };
   function link(row) {
     const page = PAGE_OF[row.kind] || "run";
     if (page === "lora" || page === "freezing") return `/${page}?study=${encodeURIComponent(row.id)}`;
