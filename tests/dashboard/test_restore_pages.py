@@ -6,9 +6,7 @@ side-by-side figure and every image loaded, the denoiser's record and loss curve
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 from PIL import Image
 
 from transferkit import restore, workflows
+from transferkit.io import runfolder
 
 from .harness import Client, screenshot, write_run
 
@@ -71,7 +70,8 @@ def test_catalog_lists_comparisons_and_denoiser_runs(made: dict[str, Path], root
     for name in ("train.log", "metrics.jsonl"):
         lines = (made["denoiser"] / name).read_text().splitlines(keepends=True)
         (partial / name).write_text("".join(lines[:2]))
-    found = {f.path.name: f for f in workflows.find_folders([roots])}
+    with runfolder.hold_running_lock(partial):  # what train_denoiser holds while it trains
+        found = {f.path.name: f for f in workflows.find_folders([roots])}
     assert set(found) == {"restore-compare-clean", "denoiser-drunet-full", "denoiser-partial", "a-run"}
     assert found["a-run"].kind == "run" and found["a-run"].status == "finished"
 
@@ -87,12 +87,14 @@ def test_catalog_lists_comparisons_and_denoiser_runs(made: dict[str, Path], root
     assert (den.model, den.strategy, den.seconds) == ("builtin:drunet", "full", record["seconds"])
     assert den.trainable_params == record["trainable_params"] > 0 and den.data.endswith("images")
 
-    # No lock to test (train.log is replaced atomically): a fresh log counts as running, an old one not.
+    # Running while a process holds the lock on train.log, as runs; then interrupted, or failed
+    # with the error once failure.json says why.
     assert found["denoiser-partial"].kinds == ("denoiser",) and found["denoiser-partial"].status == "running"
-    old = time.time() - 3600
-    for name in ("train.log", "metrics.jsonl"):
-        os.utime(partial / name, (old, old))
     assert workflows.summarize_folder(partial).status == "interrupted"
+    (partial / "failure.json").write_text(json.dumps({"error": "The training loss became nan at step 2.",
+                                                      "type": "TrainingDivergedError"}))
+    failed = workflows.summarize_folder(partial)
+    assert failed.status == "failed" and failed.error == "The training loss became nan at step 2."
     (roots / "denoiser-drunet-full" / "denoiser.safetensors").unlink()  # a record without its weights
     assert workflows.summarize_folder(roots / "denoiser-drunet-full").status == "interrupted"
     # The HTML report's kinds are unchanged: it does not cover these folders.
@@ -178,7 +180,8 @@ def test_restore_pages(browser, made: dict[str, Path], roots: Path) -> None:
     partial.mkdir()
     for name in ("train.log", "metrics.jsonl"):
         (partial / name).write_text("".join((made["denoiser"] / name).read_text().splitlines(keepends=True)[:2]))
-    page.goto(f"{browser.origin}/restore/0/denoiser-partial")
-    page.wait_for_selector("#chart-loss canvas")
-    assert page.get_attribute("#chart-loss", "data-points") == "2" and page.inner_text("#run-status") == "running"
+    with runfolder.hold_running_lock(partial):
+        page.goto(f"{browser.origin}/restore/0/denoiser-partial")
+        page.wait_for_selector("#chart-loss canvas")
+        assert page.get_attribute("#chart-loss", "data-points") == "2" and page.inner_text("#run-status") == "running"
     assert "record is written when it finishes" in page.inner_text("#problem")

@@ -187,3 +187,29 @@ def test_without_out_the_run_gets_a_default_folder(capsys, tmp_path, images, mon
     (folder,) = (tmp_path / "runs").iterdir()
     assert folder.name.startswith("denoiser-drunet-lora-") and str(folder.relative_to(tmp_path)) in stdout
     assert is_denoiser_run(folder)
+
+
+def test_a_training_run_holds_the_running_lock_and_a_failure_is_recorded(tmp_path, images):
+    """While it trains the run holds the lock on train.log (the dashboard shows it running); a run
+    ended by an error leaves failure.json with that error (shown as failed), and its log so far."""
+    from transferkit.errors import TrainingDivergedError
+    from transferkit.io import runfolder
+    from transferkit.restore import train_denoiser
+
+    seen = []
+    train_denoiser(DenoiserTrainConfig(images=images, out=tmp_path / "ok", steps=4, patch=32, batch_size=2),
+                   progress=lambda record: seen.append(runfolder.is_running(tmp_path / "ok")))
+    assert seen and all(seen) and not runfolder.is_running(tmp_path / "ok")
+    assert not (tmp_path / "ok" / "failure.json").exists()
+    assert "wrote" in (tmp_path / "ok" / "train.log").read_text().splitlines()[-1]
+
+    def diverge(record):
+        raise TrainingDivergedError("The training loss became nan at step 2; lower --lr.")
+
+    with pytest.raises(TrainingDivergedError):
+        train_denoiser(DenoiserTrainConfig(images=images, out=tmp_path / "bad", steps=4, patch=32, batch_size=2),
+                       progress=diverge)
+    failure = json.loads((tmp_path / "bad" / "failure.json").read_text())
+    assert failure == {"error": "The training loss became nan at step 2; lower --lr.", "type": "TrainingDivergedError"}
+    assert not runfolder.is_running(tmp_path / "bad") and not (tmp_path / "bad" / "denoiser.json").exists()
+    assert (tmp_path / "bad" / "train.log").read_text().startswith("denoiser train:")

@@ -27,10 +27,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -48,6 +49,7 @@ from ..errors import (
     TrainingDivergedError,
     WeightsMismatchError,
 )
+from ..io import runfolder as rf
 from ..io.atomic import (
     atomic_save_weights,
     atomic_write_json,
@@ -294,62 +296,78 @@ def train_denoiser(config: DenoiserTrainConfig,
     folder = new_empty_folder(out, "Denoiser run folder") if out is not None else new_empty_folder(
         default_folder(config.start if config.start in ("none", "builtin:drunet") else Path(config.start).stem,
                        kind=KIND, strategy=config.strategy), unique=True)
-    pyramid = patches.image_pyramid(eval_images)
-    weights = patches.sampling_weights(pyramid)
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps, eta_min=lr / 100)
-    every = max(1, config.steps // 20)
-    lines: list[str] = []
-    log = [(f"denoiser train: {len(images)} images from {config.images}, from {config.start}, strategy "
-            f"{config.strategy}, {sum(p.numel() for p in params)} of {total} parameters train, lr {lr:g}"),
-           f"psnr before (training-image crops): {before}"]
-    model.train()
-    started, running, count = time.perf_counter(), 0.0, 0
-    for step in range(1, config.steps + 1):
-        clean = patches.sample_batch(pyramid, weights, config.batch_size, config.patch, generator, channels)
-        noisy, sigma = patches.add_noise(clean, generator, config.max_sigma)
-        loss = F.l1_loss(model(noisy, sigma), clean)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        running, count = running + float(loss.detach()), count + 1
-        if step % every == 0 or step == config.steps:
-            record = StepRecord(step=step, steps=config.steps, l1=round(running / count, 6),
-                                seconds=round(time.perf_counter() - started, 2))
-            if not math.isfinite(record["l1"]):
-                raise TrainingDivergedError(f"The training loss became {record['l1']} at step {step}; lower --lr "
-                                       f"(it was {lr:g}). The folder {folder} holds the log so far.")
-            lines.append(json.dumps(record))
-            log.append(f"step {step}/{config.steps}  l1 {record['l1']:.5f}  {record['seconds']:.1f} s")
-            atomic_write_text(folder / METRICS, "\n".join(lines) + "\n")
-            atomic_write_text(folder / LOG, "\n".join(log) + "\n")
-            if progress is not None:
-                progress(record)
-            running, count = 0.0, 0
-    seconds = round(time.perf_counter() - started, 2)
+    with _running(folder) as write_log:
+        pyramid = patches.image_pyramid(eval_images)
+        weights = patches.sampling_weights(pyramid)
+        generator = torch.Generator().manual_seed(config.seed)
+        optimizer = torch.optim.Adam(params, lr=lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps, eta_min=lr / 100)
+        every = max(1, config.steps // 20)
+        lines: list[str] = []
+        write_log(f"denoiser train: {len(images)} images from {config.images}, from {config.start}, strategy "
+                  f"{config.strategy}, {sum(p.numel() for p in params)} of {total} parameters train, lr {lr:g}")
+        write_log(f"psnr before (training-image crops): {before}")
+        model.train()
+        started, running, count = time.perf_counter(), 0.0, 0
+        for step in range(1, config.steps + 1):
+            clean = patches.sample_batch(pyramid, weights, config.batch_size, config.patch, generator, channels)
+            noisy, sigma = patches.add_noise(clean, generator, config.max_sigma)
+            loss = F.l1_loss(model(noisy, sigma), clean)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            running, count = running + float(loss.detach()), count + 1
+            if step % every == 0 or step == config.steps:
+                record = StepRecord(step=step, steps=config.steps, l1=round(running / count, 6),
+                                    seconds=round(time.perf_counter() - started, 2))
+                if not math.isfinite(record["l1"]):
+                    raise TrainingDivergedError(f"The training loss became {record['l1']} at step {step}; lower --lr "
+                                           f"(it was {lr:g}). The folder {folder} holds the log so far.")
+                lines.append(json.dumps(record))
+                write_log(f"step {step}/{config.steps}  l1 {record['l1']:.5f}  {record['seconds']:.1f} s")
+                atomic_write_text(folder / METRICS, "\n".join(lines) + "\n")
+                if progress is not None:
+                    progress(record)
+                running, count = 0.0, 0
+        seconds = round(time.perf_counter() - started, 2)
 
-    state = merged_state_dict(model)  # LoRA: W + s B A, plain DRUNet keys
-    final = drunet.drunet_from_state_dict(state, "the trained model")
-    after = _psnr(final, eval_images, channels, eval_patch)
-    trainable = sum(p.numel() for p in params)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    settings["lr"] = lr
-    settings["out"] = str(folder)
-    atomic_save_weights(folder / WEIGHTS, state)
-    atomic_write_json(folder / RECORD, {
-        "schema_version": SCHEMA_VERSION, "kind": KIND, "config": settings,
-        "record": {"from": config.start, "strategy": config.strategy, "steps": config.steps, "seconds": seconds,
-                   "trainable_params": trainable, "total_params": total, "channels": channels,
-                   "psnr_before": before, "psnr_after": after,
-                   "psnr_note": "mean PSNR (dB) at sigma 15/25/50 on 8 fixed crops of the training images",
-                   "images": len(images), "image_files": list(images), "transferkit_version": __version__}})
-    log.append(f"psnr after (training-image crops): {after}")
-    log.append(f"wrote {folder / WEIGHTS} after {seconds} s")
-    atomic_write_text(folder / LOG, "\n".join(log) + "\n")
-    return DenoiserRunResult(folder=folder, psnr_before=before, psnr_after=after, seconds=seconds,
-                             trainable_params=trainable, total_params=total)
+        state = merged_state_dict(model)  # LoRA: W + s B A, plain DRUNet keys
+        final = drunet.drunet_from_state_dict(state, "the trained model")
+        after = _psnr(final, eval_images, channels, eval_patch)
+        trainable = sum(p.numel() for p in params)
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+        settings["lr"] = lr
+        settings["out"] = str(folder)
+        atomic_save_weights(folder / WEIGHTS, state)
+        atomic_write_json(folder / RECORD, {
+            "schema_version": SCHEMA_VERSION, "kind": KIND, "config": settings,
+            "record": {"from": config.start, "strategy": config.strategy, "steps": config.steps, "seconds": seconds,
+                       "trainable_params": trainable, "total_params": total, "channels": channels,
+                       "psnr_before": before, "psnr_after": after,
+                       "psnr_note": "mean PSNR (dB) at sigma 15/25/50 on 8 fixed crops of the training images",
+                       "images": len(images), "image_files": list(images), "transferkit_version": __version__}})
+        write_log(f"psnr after (training-image crops): {after}")
+        write_log(f"wrote {folder / WEIGHTS} after {seconds} s")
+        return DenoiserRunResult(folder=folder, psnr_before=before, psnr_after=after, seconds=seconds,
+                                 trainable_params=trainable, total_params=total)
+
+
+@contextlib.contextmanager
+def _running(folder: Path) -> Iterator[Callable[[str], None]]:
+    """Hold the folder's running lock on train.log (as training runs do, so the dashboard tells a
+    run training now from an interrupted one), give a function that appends one line to that log,
+    and record an error that ends the run in failure.json (shown as failed)."""
+    with rf.hold_running_lock(folder), open(folder / LOG, "a", encoding="utf-8") as handle:
+        def write_log(line: str) -> None:
+            handle.write(line + "\n")
+            handle.flush()
+
+        try:
+            yield write_log
+        except Exception as exc:
+            atomic_write_json(folder / rf.FAILURE, {"error": " ".join(str(exc).split()), "type": type(exc).__name__})
+            raise
 
 
 def is_denoiser_run(folder: str | Path) -> bool:

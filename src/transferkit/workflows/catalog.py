@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +59,6 @@ _MARKERS = {rf.CONFIG, *_STUDY_FILES.values(), COMPARISON_FILE, denoiser_train.R
 # A denoiser run writes its record (denoiser.json) last; until then its folder holds train.log and
 # metrics.jsonl, and train.log starts with this (the first line train_denoiser logs).
 _DENOISER_LOG_START = b"denoiser train:"
-# train_denoiser replaces train.log atomically (no lock a reader could test, as runs have): a
-# denoiser run without its record whose log or metrics changed this recently counts as running.
-_DENOISER_RECENT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -358,12 +354,13 @@ def _denoiser_record(folder: Path) -> dict[str, Any] | None:
 
 
 def _denoiser_status(folder: Path, data: dict[str, Any] | None) -> str:
+    """As a run's: train_denoiser holds the lock on train.log while it trains and writes
+    failure.json when an error ends it."""
+    if rf.is_running(folder):
+        return "running"
     if data is not None and (folder / denoiser_train.WEIGHTS).is_file():
         return "finished"
-    newest = max(_mtime(folder / denoiser_train.LOG), _mtime(folder / denoiser_train.METRICS))
-    if data is None and time.time() - newest < _DENOISER_RECENT_SECONDS:
-        return "running"
-    return "interrupted"
+    return "failed" if (folder / rf.FAILURE).is_file() else "interrupted"
 
 
 def _denoiser_summary(folder: Path, kinds: tuple[str, ...], parent: Path | None) -> FolderSummary:
@@ -373,11 +370,13 @@ def _denoiser_summary(folder: Path, kinds: tuple[str, ...], parent: Path | None)
     config = data.get("config") if data else None
     config = config if isinstance(config, dict) else {}
     trainable = record.get("trainable_params")
+    status = _denoiser_status(folder, data)
+    failure = _json(folder / rf.FAILURE) if status == "failed" else None
     return FolderSummary(
         path=folder, kinds=kinds, model=record.get("from") or config.get("start"),
         strategy=record.get("strategy") or config.get("strategy"),
         data=str(config["images"]) if config.get("images") is not None else None,
-        status=_denoiser_status(folder, data),
+        status=status, error=failure.get("error") if isinstance(failure, dict) else None,
         trainable_params=trainable if isinstance(trainable, int) else None,
         seconds=_number(record.get("seconds")),
         modified=max(_mtime(folder / denoiser_train.RECORD), _mtime(folder / denoiser_train.METRICS),
