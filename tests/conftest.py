@@ -86,3 +86,15 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sentiment_csv(tmp_path_factory) -> Path:
     return write_sentiment_csv(tmp_path_factory.mktemp("text") / "reviews.csv")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny convolutions: they gain nothing from threads, and a
+    2-thread torch process next to a busy one runs many times slower on a 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

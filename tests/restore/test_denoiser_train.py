@@ -19,15 +19,6 @@ from transferkit.restore.denoiser_train import STAGES, DenoiserTrainConfig, _tra
 TINY = ("--steps", "5", "--patch", "32", "--batch-size", "4")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and threads fight other processes on small machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """Three grey 40x40 images (gradients with a bar) and one colour one, in a sub-folder too."""

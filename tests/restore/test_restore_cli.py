@@ -23,15 +23,6 @@ SUMMARY_KEYS = {"psnr_input", "psnr", "ssim_input", "ssim", "seconds", "iteratio
 FEW = ("--iterations", "2")  # enough to exercise the loop; quality is tested elsewhere
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and threads fight other processes on small machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory) -> dict[str, Path]:
     """64x64 crops of scikit-image's camera (grey) and astronaut (colour) as PNGs."""

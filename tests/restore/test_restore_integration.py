@@ -48,15 +48,6 @@ THRESHOLDS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small images gain nothing from threads, and threads fight other processes on small machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def priors():
     return {name: load_prior(name) for name in ("builtin:drunet", "tv")}

@@ -13,15 +13,6 @@ from transferkit.restore import physics as ph
 from transferkit.restore import problems
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small FFTs gain nothing from threads, and threads fight other processes on small machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def kernel_file(tmp_path_factory) -> str:
     """An asymmetric 4x6 kernel (even sides) saved with numpy.save."""

@@ -20,15 +20,6 @@ OFFICIAL_WIDTHS = (64, 128, 256, 512)
 OFFICIAL_FIRST_KEYS = ["m_head.weight", "m_down1.0.res.0.weight", "m_down1.0.res.2.weight", "m_down1.1.res.0.weight"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and threads fight other processes on small machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory) -> dict[str, dict]:
     """The official architectures (deepinv DRUNet, nc=(64,128,256,512), nb=4), random weights, saved

@@ -24,15 +24,6 @@ from transferkit.restore.solver import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and threads fight other processes on small machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("noise", [0.01, 0.02, 0.05, 15 / 255, 25 / 255, 50 / 255])
 def test_dpir_schedule_is_deepinvs(noise):
     from deepinv.optim.dpir import get_DPIR_params
