@@ -179,7 +179,7 @@ def _bad_inputs(root: Path, pictures: dict[str, Path]) -> dict[str, tuple[list, 
     np.save(inputs / "big.npy", np.ones((65, 65)))
     grey, out = str(pictures["grey"]), str(root / "out" / "restored.png")
     return {
-        "unreadable-image": (["--task", "denoise", "--input", inputs / "x.png", "--out", out], "Cannot read the image"),
+        "unreadable-image": (["--task", "denoise", "--input", inputs / "x.png", "--out", out], "cannot be read"),
         "missing-image": (["--task", "denoise", "--input", inputs / "none.png", "--out", out], "none.png"),
         "kernel-larger-than-image": (["--task", "deblur", "--kernel", "gaussian:20", "--input", grey, "--out", out],
                                      "larger than the image"),

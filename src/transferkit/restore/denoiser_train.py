@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,7 +58,7 @@ from ..io.atomic import (
 from ..io.runfolder import default_folder, new_empty_folder
 from ..lora import apply_lora, merged_state_dict
 from . import drunet, patches
-from .natural_images import as_chw_float
+from .images import read_image
 
 __all__ = ["STAGES", "STRATEGIES", "DenoiserRunResult", "DenoiserTrainConfig", "default_lr", "is_denoiser_run",
            "load_denoiser_run", "train_denoiser"]
@@ -186,7 +185,6 @@ def read_images(folder: Path) -> dict[str, torch.Tensor]:
         DataError: the folder is missing or holds no image; a file that does not decode or is
             smaller than 8x8 (named).
     """
-    from PIL import Image, UnidentifiedImageError
 
     if not folder.is_dir():
         raise DataError(f"images: {folder} is not a folder. Give a folder of clean images of your domain "
@@ -197,26 +195,8 @@ def read_images(folder: Path) -> dict[str, torch.Tensor]:
         raise DataError(f"images: {folder} holds no image files ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}, "
                         "searched recursively). Put at least one clean image of your domain there; 10 or more "
                         "are better.")
-    images = {}
-    for path in files:
-        name = str(path.relative_to(folder))
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                if opened.mode in ("L", "I;16", "I", "F"):  # grey, 8/16/32-bit
-                    array = np.asarray(opened)
-                else:
-                    array = np.asarray(opened.convert("L" if opened.mode in ("1", "LA") else "RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"images: {path} cannot be read as an image ({' '.join(str(exc).split()) or type(exc).__name__}). "
-                            "Remove or replace that file; nothing was written.") from None
-        if array.dtype.kind in "iu" and array.dtype != np.uint8:  # 16-bit grey: keep its scale, no stretch
-            array = array.astype(np.float32) / (65535.0 if array.max() > 255 else 255.0)
-        image = as_chw_float(array).clamp(0, 1)
-        if min(image.shape[1:]) < 8:
-            raise DataError(f"images: {path} is {image.shape[2]}x{image.shape[1]} pixels; every image must be at "
-                            "least 8x8. Remove it or use larger crops of your domain; nothing was written.")
-        images[name] = image
+    # [C, H, W] each; an unreadable file or one under 8x8 is a DataError naming it
+    images = {str(path.relative_to(folder)): read_image(path)[0] for path in files}
     return images
 
 

@@ -34,8 +34,9 @@ def read_image(path: str | Path) -> torch.Tensor:
             array = _as_array(opened)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(
-            f"Cannot read the image {path}: {exc}. Pass a PNG, JPEG, TIFF, BMP or WebP file."
-        ) from exc
+            f"The image {path} cannot be read: {' '.join(str(exc).split()) or type(exc).__name__}. Pass a PNG, "
+            "JPEG, TIFF, BMP or WebP file."
+        ) from None
     if array.shape[1] < 8 or array.shape[2] < 8:
         raise DataError(f"The image {path} is {array.shape[2]}x{array.shape[1]} pixels; restoration needs at least 8x8.")
     return torch.from_numpy(array)[None]
