@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,7 +13,7 @@ import click
 import transferkit as tk
 
 from .app import cli
-from .options import train_options
+from .options import COUNT, train_options
 
 __all__ = ["models_cmd", "strategies_cmd", "train_cmd", "evaluate_cmd", "predict_cmd"]
 
@@ -102,8 +103,12 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 @click.option("--check", "check", is_flag=True,
               help="Only check the options as train does before it starts (config, device, data source, "
                    "model name), print ok and exit: nothing is loaded or written.")
+@click.option("--nproc", "nproc", type=COUNT, default=None,
+              help="Train data-parallel in N local processes (torch.distributed: Gloo on the CPU, one GPU "
+                   "each with NCCL). On a CPU each process gets cores/N threads. Under torchrun, leave it out.")
 @train_options
-def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, check: bool, **values: Any) -> None:
+def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, check: bool,
+              nproc: int | None, **values: Any) -> None:
     """Adapt a pre-trained model to a labelled dataset and write a run folder.
 
     \b
@@ -114,6 +119,9 @@ def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, ch
       transferkit train --model builtin:efficientnet_lite0 --data imgs --strategy gradual --lr-decay 0.3
       transferkit train --resume runs/<interrupted run>
       transferkit train --model builtin:minilm --data news.csv --check
+      transferkit train --model builtin:efficientnet_lite0 --data imgs --strategy full --nproc 2
+      torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
+          -m transferkit train --model timm:vit_base_patch16_224 --data imgs --strategy full
     """
     if check:
         if resume_dir:
@@ -128,9 +136,11 @@ def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, ch
             raise tk.ConfigError(
                 f"--resume continues a run with its saved config; drop {', '.join('--' + g.replace('_', '-') for g in given) or '--config'}."
             )
-        result = tk.resume(resume_dir)
+        result = tk.resume(resume_dir, nproc=nproc)
     else:
-        result = tk.train(_build_config(config_file, values))
+        result = tk.train(_build_config(config_file, values), nproc=nproc)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone prints the result
+        return
     metrics = result.test_metrics
     if as_json:
         click.echo(json.dumps({"run_dir": str(result.run_dir), **_summary(metrics)}))

@@ -38,6 +38,7 @@ __all__ = [
 #: time (default 1) it reaches the named point, so tests can kill a real ``transferkit train``
 #: at an exact moment (``write:<file name>``: a temporary file written, not yet renamed;
 #: ``train-step``, ``fit-done``, ``test-pass``: see ``train.loop`` and ``train.runner``).
+#: ``<point>[:<n>]@<rank>`` kills only the worker of that rank (``RANK``) of a distributed run.
 KILL_AT_ENV = "TRANSFERKIT_TEST_KILL_AT"
 _reached: dict[str, int] = {}
 
@@ -49,6 +50,9 @@ def kill_point(name: str) -> None:
     """
     wanted = os.environ.get(KILL_AT_ENV)
     if not wanted:
+        return
+    wanted, _, rank = wanted.partition("@")
+    if rank and rank != os.environ.get("RANK", "0"):
         return
     point, _, count = wanted.rpartition(":")
     if not (point and count.isdigit()):

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import ImageDataset, Split, TextCollator, TextDataset, build_image_transform, resolve_image_size
 from ..errors import ConfigError
+from .distributed import SINGLE, Distributed, GlobalBatchSampler, PaddedDataset
 
 
 class _Indexed(Dataset):
@@ -54,12 +55,23 @@ def make_loader(
     augment: bool = False,
     generator: torch.Generator | None = None,
     num_workers: int = 0,
+    ctx: Distributed = SINGLE,
 ) -> DataLoader:
-    """A loader of ``(inputs, labels)`` batches preprocessed the way ``model.spec`` says."""
+    """A loader of ``(inputs, labels)`` batches preprocessed the way ``model.spec`` says.
+
+    ``train``: shuffled global batches of ``batch_size``, this rank's chunk of each
+    (:class:`GlobalBatchSampler`; one process: the whole batch). Otherwise this rank's
+    contiguous shard of the split, in order (``Distributed.gather_rows`` joins the results).
+    """
+    if not train:
+        split = split.subset(ctx.shard(len(split))) if ctx.enabled else split
+        dataset, collate = _dataset_and_collate(model, split, train, augment)
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     dataset, collate = _dataset_and_collate(model, split, train, augment)
+    batches = GlobalBatchSampler(len(split), batch_size, ctx, generator=generator)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, generator=generator, collate_fn=collate,
-        num_workers=num_workers, drop_last=False,
+        PaddedDataset(dataset) if ctx.enabled else dataset, batch_sampler=batches,
+        generator=generator, collate_fn=collate, num_workers=num_workers,
     )
 
 
@@ -78,12 +90,15 @@ class _LengthBatches:
 
 
 def make_indexed_loader(
-    model: Any, split: Split, *, batch_size: int, num_workers: int = 0
+    model: Any, split: Split, *, batch_size: int, num_workers: int = 0, ctx: Distributed = SINGLE
 ) -> DataLoader:
-    """Eval-mode batches of ``(inputs, labels, indices)`` for encoding a split once.
+    """Eval-mode batches of ``(inputs, labels, indices)`` for encoding a split once (with
+    ``ctx``: this rank's contiguous shard; indices count from the shard's start).
 
     Texts are grouped by length (then put back in order by ``indices``); images keep their order.
     """
+    if ctx.enabled:
+        split = split.subset(ctx.shard(len(split)))
     dataset, collate = _dataset_and_collate(model, split, train=False, augment=False)
     indexed = _Indexed(dataset)
     if model.spec.modality == "text":

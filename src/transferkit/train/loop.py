@@ -25,6 +25,7 @@ from ..errors import TrainingDivergedError
 from ..io.atomic import kill_point
 from ..io.records import EpochRecord, Event, EventKind, Phase
 from .device import autocast, move_to
+from .distributed import IGNORE, SINGLE, Distributed
 from .metrics_log import MetricsLog
 from .progress import Progress
 from .schedule import warmup_cosine
@@ -48,6 +49,8 @@ class LoopSettings:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     overfit_gap: float = 0.15
     deadline: float | None = None  # time.perf_counter() value after which no new epoch starts
+    dist: Distributed = SINGLE  # this process's place in a data-parallel run
+    seed: int = 0  # ranks after 0 draw their random streams from it (Distributed.reseed)
 
 
 @dataclass
@@ -110,12 +113,26 @@ def predict_logits(
     return torch.cat(logits), torch.cat(labels)
 
 
+def gather_predictions(ctx: Distributed, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's ``predict_logits`` of its shard joined in order on rank 0: logits [N, C] and
+    labels [N] there (each example once), empty tensors on the other ranks."""
+    if not ctx.enabled:
+        return logits, labels
+    n = int(ctx.sum([float(len(labels))])[0])
+    all_logits, all_labels = ctx.gather_rows(logits, n), ctx.gather_rows(labels, n)
+    if all_logits is None or all_labels is None:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return all_logits, all_labels
+
+
 def _evaluate(model: nn.Module, loader: Iterable[Any], settings: LoopSettings) -> tuple[float, float]:
-    """Validation (accuracy, mean cross-entropy)."""
-    logits, labels = predict_logits(model, loader, settings.device, settings.amp)
-    if labels.numel() == 0:
-        return float("nan"), float("nan")
-    return (logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item()
+    """Validation (accuracy, mean cross-entropy) over the whole split, scored on rank 0 and
+    broadcast, so every rank takes the same decisions."""
+    logits, labels = gather_predictions(settings.dist, *predict_logits(model, loader, settings.device, settings.amp))
+    scores = (float("nan"), float("nan"))
+    if settings.dist.main and labels.numel() > 0:
+        scores = ((logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item())
+    return settings.dist.broadcast_object(scores)
 
 
 class _Optimizer:
@@ -160,22 +177,26 @@ class _EpochTally:
     when every loss read is also checked to be finite.
 
     Args:
-        device: where the losses [] and the correct count live.
+        device: where the loss sums [] and the correct count live.
         where: ``(phase label, epoch)`` for the error message.
         rates: the optimizer's peak learning rates, for the error message.
+        ctx: the ranks whose tallies :meth:`result` adds up.
     """
 
-    def __init__(self, device: torch.device, where: tuple[str, int], rates: list[float]) -> None:
+    def __init__(self, device: torch.device, where: tuple[str, int], rates: list[float],
+                 ctx: Distributed = SINGLE) -> None:
         self.check_every = 1 if device.type == "cpu" else _FINITE_CHECK_EVERY
-        self.where, self.rates = where, rates
-        self.pending: list[tuple[int, int, torch.Tensor, int]] = []  # (batch, global step, loss [], size)
+        self.where, self.rates, self.ctx = where, rates, ctx
+        self.pending: list[tuple[int, int, torch.Tensor, int]] = []  # (batch, global step, loss sum [], size)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.loss_sum, self.seen = 0.0, 0
 
-    def add(self, batch: int, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Record one step's loss [] and logits [B, C]; called before its optimizer step, so on a
-        CPU a non-finite loss raises before the weights take the update."""
-        self.pending.append((batch, step, loss.detach(), int(targets.shape[0])))
+    def add(self, batch: int, step: int, loss_sum: torch.Tensor, size: int, logits: torch.Tensor,
+            targets: torch.Tensor) -> None:
+        """Record one step's summed loss [] over its ``size`` real examples and logits [B, C];
+        called before its optimizer step, so on a CPU a non-finite loss raises before the
+        weights take the update. Padding rows (label IGNORE) never match an argmax."""
+        self.pending.append((batch, step, loss_sum.detach(), size))
         self.correct += (logits.detach().argmax(1) == targets).sum()
         if len(self.pending) >= self.check_every:
             self.flush()
@@ -187,15 +208,16 @@ class _EpochTally:
         values = torch.stack([loss for _, _, loss, _ in self.pending]).float().tolist()
         for (batch, step, _, size), value in zip(self.pending, values):
             if not math.isfinite(value):
-                raise _diverged(value, self.where, batch, step, self.rates)
-            self.loss_sum += value * size
+                raise _diverged(value / max(1, size), self.where, batch, step, self.rates)
+            self.loss_sum += value
             self.seen += size
         self.pending.clear()
 
     def result(self) -> tuple[float, float]:
-        """(mean loss, accuracy) over the epoch's batches."""
+        """(mean loss, accuracy) over the epoch's batches, every rank's together."""
         self.flush()
-        return self.loss_sum / max(1, self.seen), int(self.correct.item()) / max(1, self.seen)
+        loss_sum, seen, correct = self.ctx.sum([self.loss_sum, float(self.seen), float(self.correct.item())])
+        return loss_sum / max(1.0, seen), correct / max(1.0, seen)
 
 
 def _diverged(value: float, where: tuple[str, int], batch: int, step: int, rates: list[float]) -> TrainingDivergedError:
@@ -230,17 +252,27 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
                  progress: Progress, desc: str, where: tuple[str, int] = ("training", 0)) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, accuracy) on the training batches.
 
+    The loss of a step is the sum over this rank's real examples times ``world / examples in the
+    global batch``: DDP averages gradients over ranks, so the update is that of the mean loss
+    over the global batch, whatever the number of processes (padding rows, labelled IGNORE,
+    add nothing).
+
     Raises:
         TrainingDivergedError: a loss was NaN or infinite (``where`` = (phase label, epoch)).
     """
-    tally = _EpochTally(settings.device, where, optim.peaks)
+    tally = _EpochTally(settings.device, where, optim.peaks, settings.dist)
+    global_size = getattr(getattr(loader, "batch_sampler", None), "global_size", None)
     for batch, (inputs, targets) in enumerate(progress.batches(loader, desc, len(loader)), start=1):
         optim.set_lrs(state.step)
+        real = int((targets != IGNORE).sum())  # on the host, before the move: no device sync
+        total = global_size(batch - 1) if global_size is not None else real
         inputs, targets = move_to(inputs, settings.device), targets.to(settings.device)
         with autocast(settings.device, settings.amp):
             logits = model(inputs)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=settings.label_smoothing)
-        tally.add(batch, state.step + 1, loss, logits, targets)
+        loss_sum = F.cross_entropy(logits.float(), targets, label_smoothing=settings.label_smoothing,
+                                   ignore_index=IGNORE, reduction="sum")
+        loss = loss_sum * (settings.dist.world / max(1, total))
+        tally.add(batch, state.step + 1, loss_sum, real, logits, targets)
         optim.opt.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip > 0:
@@ -332,17 +364,21 @@ def fit(
         state.best_accuracy, state.best_loss = baseline_score or _evaluate(model, val_loader, settings)
         best_state = copy.deepcopy(model.state_dict())
         log.info("%s: starting weights score val accuracy %.4f", label, state.best_accuracy)
+    ctx = settings.dist
+    net = ctx.wrap(model, settings.device)  # DDP when several processes train; else the model
     bar = progress.epochs(settings.epochs, label)
     stopped = False
     for epoch in range(state.epoch + 1, settings.epochs + 1):
-        if settings.deadline is not None and time.perf_counter() > settings.deadline:
+        # rank 0's clock decides, so every rank stops before the same epoch
+        if ctx.broadcast_object(settings.deadline is not None and time.perf_counter() > settings.deadline):
             warning = f"{label}: time budget reached before epoch {epoch}; keeping the best epoch so far"
             log.warning("%s", warning)
             warnings.append(warning)
             stopped = True
             break
         start = time.perf_counter()
-        model.train()
+        net.train()
+        ctx.reseed(settings.seed, epoch)
         joining = on_epoch_start(model, epoch) or [] if on_epoch_start is not None else []
         events = []
         if joining:  # newly unfrozen layers deserve `patience` epochs before early stopping
@@ -350,8 +386,12 @@ def fit(
             state.stale = 0
             names = tuple(str(g.get("name", "?")) for g in joining)
             events.append(Event(EventKind.UNFROZEN, f"unfrozen: {', '.join(names)}", names))
-        train_loss, train_acc = _train_epoch(model, train_loader, optim, settings, state, progress,
+            if ctx.enabled:  # DDP hooks the parameters that train when it wraps: wrap anew
+                ctx.unwrap(net)
+                net = ctx.wrap(model, settings.device)
+        train_loss, train_acc = _train_epoch(net, train_loader, optim, settings, state, progress,
                                              f"{label} {epoch}", (label, epoch))
+        ctx.average_buffers(model)
         val_acc, val_loss = _evaluate(model, val_loader, settings)
         state.epoch = epoch
         # Accuracy decides; among equal accuracies a validation loss lower by more than 0.1%

@@ -19,8 +19,8 @@ class MetricsLog:
     JSON-lines file even if the process is killed mid-write.
     """
 
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, tensorboard_dir: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None  # None: kept, not written (ranks after 0)
         self.records: list[EpochRecord] = []
         self.tensorboard = None
         if tensorboard_dir is not None:  # --tensorboard: the same records as event files
@@ -30,6 +30,8 @@ class MetricsLog:
 
     def append(self, record: EpochRecord) -> None:
         self.records.append(record)
+        if self.path is None:
+            return
         atomic_write_text(self.path, "".join(json.dumps(r.to_dict()) + "\n" for r in self.records))
         if self.tensorboard is not None:
             self.tensorboard.add(record, step=len(self.records))

@@ -51,11 +51,20 @@ from .device import (
     resolve_device,
     seed_everything,
 )
+from .distributed import (
+    SINGLE,
+    Distributed,
+    in_launched_worker,
+    launch,
+    report_run_dir,
+    session,
+    sync_batchnorm,
+)
 from .features import CachedFeatures, FeatureCache, extract_features
 from .head import temper_head
 from .head_select import AdamWHead, select_and_fit_head
 from .loaders import apply_image_size, make_indexed_loader, make_loader
-from .loop import LoopSettings, check_finite_weights, fit, predict_logits
+from .loop import LoopSettings, check_finite_weights, fit, gather_predictions, predict_logits
 from .metrics import classification_metrics
 from .metrics_log import MetricsLog
 from .plots import learning_curve_figure, save_figure
@@ -128,14 +137,15 @@ class _Trainer:
     """One run: the phases of a strategy over shared data, device, metrics and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
-                 progress: Progress, started: float) -> None:
+                 progress: Progress, started: float, ctx: Distributed = SINGLE) -> None:
         self.cfg, self.model, self.data, self.run_dir, self.progress = cfg, model, data, run_dir, progress
-        self.started = started
+        self.started, self.ctx = started, ctx
         # what a resume checks it continues on: the data listing and splits, and the config
         self.fingerprints = (data_fingerprint(data), config_fingerprint(run_dir / rf.CONFIG))
-        self.device = resolve_device(cfg.device)
+        self.device = ctx.device(resolve_device(cfg.device))
         self.generator = seed_everything(cfg.seed)
-        self.metrics = MetricsLog(run_dir / rf.METRICS, run_dir / rf.TENSORBOARD if cfg.tensorboard else None)
+        self.metrics = MetricsLog(run_dir / rf.METRICS if ctx.main else None,  # rank 0 alone writes
+                                  run_dir / rf.TENSORBOARD if cfg.tensorboard and ctx.main else None)
         self.extra: dict[str, Any] = {}  # TestMetrics fields the phases fill: best_epoch, lbfgs, probe_scale
         self.warnings: list[str] = []
         self.eval_batch = inference_batch_size(cfg.batch_size, self.device, model.spec.modality)
@@ -162,21 +172,36 @@ class _Trainer:
             warmup_fraction=cfg.warmup_fraction, grad_clip=cfg.grad_clip,
             label_smoothing=cfg.label_smoothing, patience=own.get("patience", cfg.patience),
             amp=cfg.amp, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
+            dist=self.ctx, seed=cfg.seed,
         )
 
-    def encode(self, name: str) -> CachedFeatures:
-        split = getattr(self.data, name)
+    def encode(self, name: str) -> CachedFeatures | None:
+        """A split's features; in a distributed run each rank encodes its shard and rank 0
+        gathers the matrix (the other ranks get ``None``)."""
+        split, ctx = getattr(self.data, name), self.ctx
         loader = make_indexed_loader(self.model, split, batch_size=self.eval_batch,
-                                     num_workers=self.cfg.num_workers)
+                                     num_workers=self.cfg.num_workers, ctx=ctx)
         start = time.perf_counter()
         if not self._encoder_ready:  # built once per run (ONNX Runtime: one export of the backbone)
             self._encoder = FEATURE_BACKENDS.get(self.cfg.backend)(self.model, loader, self.device)
             self._encoder_ready = True
-        cached = extract_features(self.model, loader, len(split), self.device, amp=self.cfg.amp,
-                                  cache=self.feature_cache,
-                                  progress=self.progress, desc=f"encode {name}", encode=self._encoder)
+        # a shard is gathered at once: its own cache, so rank 0's budget holds the whole matrices
+        cache = FeatureCache(self.cfg.feature_cache_mb, self.feature_cache.spill_dir) if ctx.enabled else self.feature_cache
+        cached = extract_features(self.model, loader, len(loader.dataset), self.device, amp=self.cfg.amp,
+                                  cache=cache, progress=self.progress, desc=f"encode {name}", encode=self._encoder)
+        if ctx.enabled:
+            cached = self._gathered(cached, len(split))
         log.info("encoded %s split: %d examples in %.1f s", name, len(split), time.perf_counter() - start)
         return cached
+
+    def _gathered(self, shard: CachedFeatures, n: int) -> CachedFeatures | None:
+        """Every rank's shard of features [n_r, F] joined on rank 0 into the run's cache."""
+        features, labels = self.ctx.gather_rows(shard.features, n), self.ctx.gather_rows(shard.labels, n)
+        if features is None or labels is None:
+            return None
+        buffer, spill = self.feature_cache.allocate(n, features.shape[1])
+        buffer.copy_(features)
+        return CachedFeatures(buffer, labels, spill is not None, spill)
 
     def run(self, strategy: Strategy, resume: Resumable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the strategy's phases; return the test split's (logits [N, C], labels [N])."""
@@ -198,6 +223,24 @@ class _Trainer:
         FeatureExtraction().prepare(self.model)  # only the head; the backbone in eval mode
         self.model.to(self.device).eval()
         train, val = self.encode("train"), self.encode("val")
+        if train is not None and val is not None:  # rank 0 fits; the other ranks take its head
+            self._fit_head(phase, train, val)
+        head, self.extra, self.probe_score, self.warnings, rng = self.ctx.broadcast_object(
+            (self.model.head.state_dict(), self.extra, self.probe_score, self.warnings, self.generator.get_state()))
+        self.model.head.load_state_dict(head)
+        self.generator.set_state(rng)  # the head's epochs drew from it on rank 0
+        if not encode_test:
+            return None
+        test = self.encode("test")
+        if test is None:  # not rank 0: the test split is scored there
+            return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+        with torch.no_grad():
+            logits = self.model.head.cpu()(test.features)
+        self.model.head.to(self.device)
+        return logits, test.labels
+
+    def _fit_head(self, phase: HeadPhase, train: CachedFeatures, val: CachedFeatures) -> None:
+        """Choose and fit the head on cached features; load it into the model."""
         own = dict(phase.settings)
         adamw = AdamWHead(self.settings(own), own.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator)
         choice, warnings = select_and_fit_head(
@@ -217,13 +260,6 @@ class _Trainer:
             log.info("%s: probe logits scaled by %.4f (temperature %.2f) for a training loss of "
                      "%.2f x ln(C)", self.cfg.strategy, scale, 1 / scale, self.cfg.probe_energy)
         self.model.head.load_state_dict(head.state_dict())
-        if not encode_test:
-            return None
-        test = self.encode("test")
-        with torch.no_grad():
-            logits = self.model.head.cpu()(test.features)
-        self.model.head.to(self.device)
-        return logits, test.labels
 
     def run_finetune(self, strategy: Strategy, phase: FineTunePhase,
                      resume: Resumable | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,17 +276,18 @@ class _Trainer:
             if resume.stop_decided():
                 settings = dataclasses.replace(settings, epochs=resume.loop.state.epoch)
         self.model.to(self.device)
+        sync_batchnorm(self.model, self.ctx, self.device)  # CUDA, several processes: batch statistics span the ranks
         strategy.prepare(self.model)
         train_loader = make_loader(self.model, self.data.train, batch_size=cfg.batch_size, train=True,
                                    augment=cfg.augment, generator=self.generator,
-                                   num_workers=cfg.num_workers)
+                                   num_workers=cfg.num_workers, ctx=self.ctx)
         val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch,
-                                 num_workers=cfg.num_workers)
+                                 num_workers=cfg.num_workers, ctx=self.ctx)
         result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
                      settings, phase=phase.record, label=f"{strategy.name} {phase.record}",
                      metrics_log=self.metrics, progress=self.progress,
                      on_epoch_start=strategy.on_epoch_start, generator=self.generator,
-                     checkpoint=lambda ck: save_checkpoint(self.run_dir, ck, self.run_state()),
+                     checkpoint=(lambda ck: save_checkpoint(self.run_dir, ck, self.run_state())) if self.ctx.main else None,
                      resume=resume.loop if resume is not None else None,
                      baseline=phase.keep_start_if_better,
                      # a probe refitted on train + val has seen val: its honest score is the selection's
@@ -260,11 +297,12 @@ class _Trainer:
         if resume is None or not resume.run.finished:  # a finished phase's warnings were saved whole
             self.warnings += _replayed_warnings(resume) + result.warnings
         kill_point("fit-done")
-        mark_finished(self.run_dir, self.run_state())
+        if self.ctx.main:
+            mark_finished(self.run_dir, self.run_state())
         kill_point("test-pass")
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
-                                  num_workers=cfg.num_workers)
-        return predict_logits(self.model, test_loader, self.device, cfg.amp)
+                                  num_workers=cfg.num_workers, ctx=self.ctx)
+        return gather_predictions(self.ctx, *predict_logits(self.model, test_loader, self.device, cfg.amp))
 
 
 def _replayed_warnings(resume: Resumable | None) -> list[str]:
@@ -299,10 +337,14 @@ def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, 
 
 
 @contextlib.contextmanager
-def _run_log(run_dir: Path) -> Iterator[None]:
+def _run_log(run_dir: Path, ctx: Distributed = SINGLE) -> Iterator[None]:
     """Send the transferkit log (INFO and up) to RUN_DIR/train.log while the block runs, hold the
     folder's running lock, and record an error that ends the run in RUN_DIR/failure.json (what
-    the dashboard shows as failed; an interrupted run has neither the lock nor that file)."""
+    the dashboard shows as failed; an interrupted run has neither the lock nor that file).
+    Rank 0 alone does this in a distributed run."""
+    if not ctx.main:
+        yield
+        return
     (run_dir / rf.FAILURE).unlink(missing_ok=True)  # a resumed run is not failed (yet)
     with rf.hold_running_lock(run_dir), _log_to(run_dir):
         try:
@@ -331,9 +373,10 @@ def _log_to(run_dir: Path) -> Iterator[None]:
 
 
 def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
-             progress: bool | None, started: float, resume: Resumable | None = None) -> RunResult:
+             progress: bool | None, started: float, resume: Resumable | None = None,
+             ctx: Distributed = SINGLE) -> RunResult:
     strategy = get_strategy(cfg.strategy, cfg)
-    trainer = _Trainer(cfg, model, data, run_dir, Progress(progress), started)
+    trainer = _Trainer(cfg, model, data, run_dir, Progress(progress if ctx.main else False), started, ctx)
     if cfg.augment and not strategy.trains_backbone():
         trainer.warnings.append(f"--augment is ignored by {cfg.strategy}: each split is encoded once, without "
                                 "augmentation; use an end-to-end strategy to train on augmented images")
@@ -345,11 +388,13 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
         logits, labels = trainer.run(strategy, resume)
     finally:
         trainer.metrics.close()
-    metrics = _write_outputs(trainer, strategy, logits, labels, time.perf_counter() - started)
-    remove_checkpoint(run_dir)
-    log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
-             metrics.accuracy, metrics.macro_f1, metrics.n, run_dir)
-    return RunResult(run_dir, metrics, cfg)
+    metrics = None
+    if ctx.main:  # rank 0 holds the whole test split's logits and writes the run folder
+        metrics = _write_outputs(trainer, strategy, logits, labels, time.perf_counter() - started)
+        remove_checkpoint(run_dir)
+        log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
+                 metrics.accuracy, metrics.macro_f1, metrics.n, run_dir)
+    return RunResult(run_dir, ctx.broadcast_object(metrics), cfg)
 
 
 def check_config(config: TrainConfig) -> TrainConfig:
@@ -378,13 +423,42 @@ def check_config(config: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
+def _launching(nproc: int | None, cfg: TrainConfig) -> bool:
+    """Whether this call starts ``nproc`` worker processes (not inside a launched worker, where
+    torchrun or an outer ``--nproc`` already did)."""
+    if nproc is None or nproc == 1 or in_launched_worker():
+        return False
+    if nproc < 1:
+        raise ConfigError(f"nproc: {nproc} processes; give 1 or more (--nproc 2 trains in two processes).")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(f"nproc: {nproc} processes on CUDA take one GPU each, but this machine has "
+                          f"{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()} or fewer, "
+                          "or --device cpu.")
+    if device.type == "mps":
+        raise ConfigError("nproc: several processes cannot share the Apple GPU (MPS); use --nproc 1.")
+    return True
+
+
+def _train_worker(config: TrainConfig, progress: bool | None) -> RunResult:
+    """What each launched worker runs (module level: the spawned process imports it)."""
+    return train(config, progress=progress)
+
+
+def _resume_worker(run_dir: str, progress: bool | None) -> RunResult:
+    return resume(run_dir, progress=progress)
+
+
+def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | None = None) -> RunResult:
     """Adapt a pre-trained model to a labelled dataset and write a run folder.
 
     Args:
         config: what to train (model, data, strategy, hyperparameters); ``None`` hyperparameters
             take the strategy's defaults.
         progress: draw progress bars (default: when standard error is a terminal).
+        nproc: train data-parallel in this many local processes (torch's elastic launcher; Gloo
+            on the CPU, NCCL with one GPU each on CUDA). Inside ``torchrun`` workers the run is
+            distributed over the launched processes whatever this says.
 
     Returns:
         The run folder and the test metrics (accuracy, macro-F1, confusion matrix, ...).
@@ -396,6 +470,13 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         True
     """
     cfg = check_config(config)
+    if _launching(nproc, cfg):
+        return launch(_train_worker, (config, progress), int(nproc or 1))
+    with session(resolve_device(cfg.device)) as ctx:
+        return _train(cfg, config, progress, ctx)
+
+
+def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Distributed) -> RunResult:
     started = time.perf_counter()
     reset_peak_rss()
     seed_everything(cfg.seed)
@@ -409,13 +490,22 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
     model.reset_classifier(len(data.classes))
     model.spec.labels = list(data.classes)
     get_strategy(cfg.strategy, cfg).prepare(model)  # fails early on a bad --group-lrs
-    run_dir = (rf.new_empty_folder(Path(cfg.out)) if cfg.out  # a default name: a folder of its own
-               else rf.new_empty_folder(rf.default_folder(cfg.model, strategy=cfg.strategy), unique=True))
+    run_dir = None
+    if ctx.main:  # rank 0 creates the folder; the other ranks learn its name
+        run_dir = (rf.new_empty_folder(Path(cfg.out)) if cfg.out  # a default name: a folder of its own
+                   else rf.new_empty_folder(rf.default_folder(cfg.model, strategy=cfg.strategy), unique=True))
+        report_run_dir(ctx, run_dir)
+    run_dir = ctx.broadcast_object(run_dir)
     cfg = dataclasses.replace(cfg.with_data_defaults(len(data.train)), out=str(run_dir))
-    with _run_log(run_dir):
-        cfg.save(run_dir / rf.CONFIG)
-        atomic_write_json(run_dir / rf.MODEL_SPEC, model.spec.to_dict())
-        model.save_assets(run_dir / rf.ASSETS)
+    with _run_log(run_dir, ctx):
+        if ctx.main:
+            cfg.save(run_dir / rf.CONFIG)
+            atomic_write_json(run_dir / rf.MODEL_SPEC, model.spec.to_dict())
+            model.save_assets(run_dir / rf.ASSETS)
+        ctx.barrier()  # the other ranks read config.yaml (its fingerprint) next
+        if ctx.enabled:
+            log.info("distributed: %d processes (%s), %d threads each", ctx.world,
+                     "NCCL" if resolve_device(cfg.device).type == "cuda" else "Gloo", torch.get_num_threads())
         for line in data.report.lines():
             log.info("%s", line)
         log.info("data: %d train / %d val / %d test examples, %d classes", len(data.train),
@@ -423,10 +513,10 @@ def train(config: TrainConfig, *, progress: bool | None = None) -> RunResult:
         total, trainable = surgery.count_parameters(model)
         log.info("model %s: %d parameters, %d trainable at the start (%s)", cfg.model, total,
                  trainable, cfg.strategy)
-        return _execute(cfg, model, data, run_dir, progress, started)
+        return _execute(cfg, model, data, run_dir, progress, started, ctx=ctx)
 
 
-def resume(run_dir: str | Path, *, progress: bool | None = None) -> RunResult:
+def resume(run_dir: str | Path, *, progress: bool | None = None, nproc: int | None = None) -> RunResult:
     """Continue an interrupted run from its last finished epoch, with the same frozen groups,
     optimizer groups and state, random states and metrics so far.
 
@@ -435,18 +525,27 @@ def resume(run_dir: str | Path, *, progress: bool | None = None) -> RunResult:
     """
     run_dir = Path(run_dir)
     ck = load_checkpoint(run_dir)
-    leftovers = rf.remove_temporaries(run_dir)  # a killed process's half-written files
     cfg = TrainConfig.load(run_dir / rf.CONFIG)
+    if _launching(nproc, cfg):
+        return launch(_resume_worker, (str(run_dir), progress), int(nproc or 1))
+    with session(resolve_device(cfg.device)) as ctx:
+        return _resume(run_dir, ck, cfg, progress, ctx)
+
+
+def _resume(run_dir: Path, ck: Resumable, cfg: TrainConfig, progress: bool | None, ctx: Distributed) -> RunResult:
+    # a killed process's half-written files; rank 0 removes them, the others wait for it
+    leftovers = ctx.broadcast_object(rf.remove_temporaries(run_dir) if ctx.main else None)
+    report_run_dir(ctx, run_dir)
     spec = ModelSpec.from_dict(json.loads((run_dir / rf.MODEL_SPEC).read_text(encoding="utf-8")))
     model = build_model_from_spec(spec, run_dir / rf.ASSETS)
     get_strategy(cfg.strategy, cfg).setup_model(model)  # e.g. LoRA layers, before their weights load
     model.load_state_dict(ck.loop.model)
     data = _load_data(cfg, spec.modality)
     check_unchanged(ck, data, run_dir)
-    with _run_log(run_dir):
+    with _run_log(run_dir, ctx):
         log.info("resuming %s after epoch %d of phase %s%s", run_dir, ck.loop.state.epoch, ck.loop.phase,
                  " (its training had ended; testing)" if ck.stop_decided() else "")
         for leftover in leftovers:
             log.info("removed %s, left by the interrupted process", leftover)
         # the time budget counts the time spent before the interruption
-        return _execute(cfg, model, data, run_dir, progress, time.perf_counter() - ck.run.elapsed, resume=ck)
+        return _execute(cfg, model, data, run_dir, progress, time.perf_counter() - ck.run.elapsed, resume=ck, ctx=ctx)
