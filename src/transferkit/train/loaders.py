@@ -7,7 +7,14 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import ImageDataset, Split, TextCollator, TextDataset, build_image_transform, resolve_image_size
+from ..data import (
+    ImageDataset,
+    Split,
+    TextCollator,
+    TextDataset,
+    build_image_transform,
+    resolve_image_size,
+)
 from ..errors import ConfigError
 from .distributed import SINGLE, Distributed, GlobalBatchSampler, PaddedDataset
 

@@ -23,7 +23,13 @@ from ..errors import ConfigError, DataError
 from ..io import runfolder as rf
 from ..io.atomic import atomic_save_weights, atomic_write_json, kill_point
 from ..io.records import EventKind, TestMetrics, epochs_to_best, epochs_trained
-from ..models import ModelSpec, TransferModel, build_model_from_spec, check_model_spec, load_model
+from ..models import (
+    ModelSpec,
+    TransferModel,
+    build_model_from_spec,
+    check_model_spec,
+    load_model,
+)
 from ..registry import FEATURE_BACKENDS
 from ..strategies import (
     FeatureExtraction,
@@ -64,7 +70,13 @@ from .features import CachedFeatures, FeatureCache, extract_features
 from .head import temper_head
 from .head_select import AdamWHead, select_and_fit_head
 from .loaders import apply_image_size, make_indexed_loader, make_loader
-from .loop import LoopSettings, check_finite_weights, fit, gather_predictions, predict_logits
+from .loop import (
+    LoopSettings,
+    check_finite_weights,
+    fit,
+    gather_predictions,
+    predict_logits,
+)
 from .metrics import classification_metrics
 from .metrics_log import MetricsLog
 from .plots import learning_curve_figure, save_figure
