@@ -11,7 +11,13 @@ import click
 import transferkit as tk
 
 from .app import cli
-from .options import POSITIVE_SECONDS, data_from, data_options, field_options
+from .options import (
+    POSITIVE_SECONDS,
+    data_from,
+    data_options,
+    field_options,
+    nproc_option,
+)
 
 __all__ = ["compare_cmd", "recommend_cmd"]
 
@@ -31,10 +37,11 @@ _MODEL_FIELDS = ("max_length", "device", "weights")
 @click.option("--json", "as_json", is_flag=True, help="Print compare.json's rows as one JSON array.")
 @click.option("--check", is_flag=True, help="Only check the options as each run would before it starts, print "
                                             "ok and exit (nothing is loaded or written).")
+@nproc_option("each strategy's run")
 @field_options(("epochs", "batch_size", *_MODEL_FIELDS))
 @data_options()
 def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
-                time_budget: float | None, as_json: bool, check: bool, **values: Any) -> None:
+                time_budget: float | None, as_json: bool, check: bool, nproc: int | None, **values: Any) -> None:
     """Train several strategies on the same splits and compare accuracy, size, time and memory.
 
     Writes compare.json, compare.md, val_accuracy.png and a `best` link to the best run.
@@ -53,7 +60,7 @@ def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
             tk.check_config(tk.TrainConfig(model=model, strategy=name.strip(), **dataclasses.asdict(options), **rest))
         click.echo("ok")
         return
-    result = tk.compare(model, options, strategies=names, out=out, time_budget=time_budget, **rest)
+    result = tk.compare(model, options, strategies=names, out=out, time_budget=time_budget, nproc=nproc, **rest)
     if as_json:
         click.echo(json.dumps(result.rows))
         return

@@ -13,7 +13,14 @@ import transferkit as tk
 from transferkit import workflows
 
 from .app import cli
-from .options import COUNT, POSITIVE_SECONDS, FiniteFloat, data_from, data_options
+from .options import (
+    COUNT,
+    POSITIVE_SECONDS,
+    FiniteFloat,
+    data_from,
+    data_options,
+    nproc_option,
+)
 
 __all__ = ["efficiency_cmd", "explore", "lora_cmd", "plot_cmd", "report_cmd"]
 
@@ -44,9 +51,10 @@ def _show_rows(result: Any, describe: Callable[[list[dict[str, Any]]], list[str]
 @click.option("--json", "as_json", is_flag=True, help="Print efficiency_summary.json as one JSON object.")
 @click.option("--check", is_flag=True, help="Only check the model, data, sizes and device, print ok and exit "
                                             "(nothing is loaded or written).")
+@nproc_option("the end-to-end points")
 @data_options(exclude=("per_class", "seed"))
 def efficiency_cmd(model: str, data: str, per_class: str, seeds: int, methods: str, time_budget: float,
-                   out: str | None, device: str, as_json: bool, check: bool, **values: Any) -> None:
+                   out: str | None, device: str, as_json: bool, check: bool, nproc: int | None, **values: Any) -> None:
     """Sample efficiency: accuracy by training-set size, pre-trained against from scratch, and the
     data multiplier (how much more data training from scratch needed to match transfer).
 
@@ -65,7 +73,7 @@ def efficiency_cmd(model: str, data: str, per_class: str, seeds: int, methods: s
         return
     result = workflows.sample_efficiency(
         model, options, per_class=per_class, seeds=seeds, methods=[m.strip() for m in methods.split(",") if m.strip()],
-        out=out, time_budget=time_budget or None, device=device)
+        out=out, time_budget=time_budget or None, device=device, nproc=nproc)
     if as_json:
         click.echo(json.dumps(result.summary))
         return

@@ -19,7 +19,7 @@ import click
 import transferkit as tk
 
 __all__ = ["field_options", "train_options", "data_options", "given", "data_from", "TRAIN_POSITIONAL",
-           "FiniteFloat", "POSITIVE_SECONDS", "COUNT"]
+           "FiniteFloat", "POSITIVE_SECONDS", "COUNT", "nproc_option"]
 
 # TrainConfig fields that commands declare by hand (``train`` has its own --model, --data, ...).
 TRAIN_POSITIONAL = ("model", "data", "out", "pretrained")
@@ -63,6 +63,15 @@ class FiniteFloat(click.ParamType):
 POSITIVE_SECONDS = FiniteFloat(0, low_open=True)
 #: A count of things (classes, epochs, seeds, examples): a whole number >= 1.
 COUNT = click.IntRange(min=1)
+
+
+def nproc_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--nproc N``: ``what`` trains data-parallel in N local processes (one owner of its help)."""
+    return click.option(
+        "--nproc", "nproc", type=COUNT, default=None, metavar="N",
+        help=f"Train {what} data-parallel in N local processes (torch.distributed: Gloo on the CPU, "
+             "one GPU each with NCCL). On a CPU the cores are shared out: cores/N threads each. Under "
+             "torchrun, leave it out.")
 
 
 def _click_type(annotation: Any) -> Any:

@@ -13,7 +13,7 @@ import click
 import transferkit as tk
 
 from .app import cli
-from .options import COUNT, train_options
+from .options import nproc_option, train_options
 
 __all__ = ["models_cmd", "strategies_cmd", "train_cmd", "evaluate_cmd", "predict_cmd"]
 
@@ -103,9 +103,7 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 @click.option("--check", "check", is_flag=True,
               help="Only check the options as train does before it starts (config, device, data source, "
                    "model name), print ok and exit: nothing is loaded or written.")
-@click.option("--nproc", "nproc", type=COUNT, default=None,
-              help="Train data-parallel in N local processes (torch.distributed: Gloo on the CPU, one GPU "
-                   "each with NCCL). On a CPU each process gets cores/N threads. Under torchrun, leave it out.")
+@nproc_option("the run")
 @train_options
 def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, check: bool,
               nproc: int | None, **values: Any) -> None:

@@ -340,12 +340,24 @@ def _stop(process: subprocess.Popen[str] | None, interrupt_grace: float, termina
         pass
     except OSError:  # already gone
         return
-    process.terminate()
+    _signal_job(process, signal.SIGTERM)
     try:
         process.wait(terminate_grace)
     except subprocess.TimeoutExpired:
-        process.kill()
+        _signal_job(process, signal.SIGKILL if os.name != "nt" else signal.SIGTERM)
         process.wait()
+
+
+def _signal_job(process: subprocess.Popen[str], sig: int) -> None:
+    """Signal a job and, on POSIX, every process of its session: a ``--nproc`` run's workers
+    would otherwise outlive a launcher that did not get to stop them."""
+    if os.name == "nt":
+        process.terminate()
+        return
+    try:
+        os.killpg(process.pid, sig)  # the job leads a session of its own (start_new_session)
+    except OSError:
+        process.send_signal(sig)
 
 
 def job_queue_factory(jobs: int) -> Callable[[list[Path]], JobQueue]:

@@ -344,6 +344,7 @@ def launch(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int) -> Any:
     Example:
         >>> launch(train_in_worker, (config,), nproc=2)  # doctest: +SKIP
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -358,6 +359,8 @@ def launch(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int) -> Any:
             results = elastic_launch(config, _worker)(fn, args, threads_per_process(nproc))
     except ChildFailedError as exc:
         raise _failure(exc, reports, nproc) from None
+    except SignalException as exc:  # Ctrl-C or a stop: the launcher has ended the workers
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(exc.sigval).name}") from None
     finally:
         if old is None:
             os.environ.pop(REPORTS_ENV, None)

@@ -24,7 +24,10 @@ def classification_metrics(
         >>> classification_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])["accuracy"]
         0.6666666666666666
     """
-    from sklearn.metrics import confusion_matrix, f1_score  # lazy: sklearn takes ~1 s to import
+    from sklearn.metrics import (  # lazy: sklearn takes ~1 s to import
+        confusion_matrix,
+        f1_score,
+    )
 
     y_true_arr = np.asarray(y_true, dtype=np.int64)
     y_pred_arr = np.asarray(y_pred, dtype=np.int64)

@@ -216,7 +216,7 @@ def _one_line(exc: BaseException) -> str:
 
 def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | None = None,
             out: str | Path | None = None, time_budget: float | None = None,
-            progress: bool | None = None, **options: Any) -> CompareResult:
+            progress: bool | None = None, nproc: int | None = None, **options: Any) -> CompareResult:
     """Train ``model`` on ``data`` with several strategies on identical splits and compare them.
 
     Args:
@@ -230,6 +230,7 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
             strategies reached after the budget is spent are marked skipped. The clock starts
             with the first strategy, which therefore always runs.
         progress: progress bars in each run (default: when stderr is a terminal).
+        nproc: train each run data-parallel in this many local processes (see ``train``).
         **options: TrainConfig fields given to every run (epochs, lr, per_class, ...). ``epochs``
             is not given to feature-extraction and linear-probe, whose heads train on cached
             features with their own default (an epoch there costs milliseconds).
@@ -280,7 +281,7 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
             log.info("compare: %s keeps its own epoch default (its head trains on cached features); "
                      "--epochs applies to the strategies that train the backbone", name)
         try:
-            result = train(cfg, progress=progress)
+            result = train(cfg, progress=progress, nproc=nproc)
         except TransferkitError as exc:  # bad input for this strategy only; the others still run
             log.warning("compare: %s failed: %s", name, _one_line(exc))
             errors.append(exc)

@@ -42,11 +42,18 @@ from ..io.atomic import atomic_write_json
 from ..io.records import Phase
 from ..models import TransferModel, load_model
 from ..strategies import get_strategy
-from ..train.device import inference_batch_size, move_to, prepare_model_layout, resolve_device, seed_everything
+from ..train.device import (
+    inference_batch_size,
+    move_to,
+    prepare_model_layout,
+    resolve_device,
+    seed_everything,
+)
+from ..train.distributed import SINGLE, Distributed, in_launched_worker, launch, session
 from ..train.features import CachedFeatures, extract_features
 from ..train.head import fit_head_lbfgs
 from ..train.loaders import make_indexed_loader, make_loader
-from ..train.loop import LoopSettings, fit, predict_logits
+from ..train.loop import LoopSettings, fit, gather_predictions, predict_logits
 from ..train.progress import Progress
 from ._common import parse_int_list, prepare_out
 from .efficiency_report import EFFICIENCY_JSON, EFFICIENCY_SUMMARY, write_outputs
@@ -146,10 +153,10 @@ class _Study:
 
     def __init__(self, model: str, bundle: DataBundle, sizes: list[int], seeds: list[int],
                  methods: list[str], image_size: int | str | None, clock: _Clock, device: str,
-                 progress: Progress) -> None:
+                 progress: Progress, ctx: Distributed = SINGLE) -> None:
         self.model_spec, self.bundle, self.sizes, self.seeds, self.methods = model, bundle, sizes, seeds, methods
-        self.clock, self.progress = clock, progress
-        self.device = resolve_device(device)
+        self.clock, self.progress, self.ctx = clock, progress, ctx
+        self.device = ctx.device(resolve_device(device))
         self.num_classes = bundle.num_classes
         seed_everything(0)
         self.pretrained = load_model(model, self.num_classes, pretrained=True) if (
@@ -215,11 +222,13 @@ class _Study:
         return prepare_model_layout(model, self.modality).to(self.device)
 
     def _epochs(self, method: str, budget: float, n_train: int) -> int:
+        """Epochs that fit ``budget`` at the measured speed; rank 0's clock decides for all ranks."""
         cap = RECIPES[method].max_epochs
         if not math.isfinite(budget) or method not in self.clock.train_s:  # no budget: the epoch cap
             return cap
         spend = budget - self.clock.fixed(method, len(self.bundle.test))
-        return int(max(1, min(cap, spend // self.clock.epoch(method, n_train, len(self.e2e_val)))))
+        return self.ctx.broadcast_object(
+            int(max(1, min(cap, spend // self.clock.epoch(method, n_train, len(self.e2e_val))))))
 
     def calibrate(self, method: str) -> None:
         """Time two training steps and an evaluation pass (after one untimed warm-up step)."""
@@ -262,22 +271,24 @@ class _Study:
         strategy.prepare(model)
         generator = seed_everything(seed)
         batch = TrainConfig(model="-", data="-").with_data_defaults(len(subset)).batch_size
-        train_loader = make_loader(model, subset, batch_size=batch, train=True, augment=r.augment, generator=generator)
-        val_loader = make_loader(model, self.e2e_val, batch_size=self.eval_batch)
+        ctx = self.ctx
+        train_loader = make_loader(model, subset, batch_size=batch, train=True, augment=r.augment, generator=generator,
+                                   ctx=ctx)
+        val_loader = make_loader(model, self.e2e_val, batch_size=self.eval_batch, ctx=ctx)
         deadline = start + 1.3 * budget if math.isfinite(budget) else None
         settings = LoopSettings(epochs=epochs, weight_decay=r.weight_decay, warmup_fraction=r.warmup_fraction,
                                 label_smoothing=r.label_smoothing, patience=r.patience, device=self.device,
-                                deadline=deadline)
+                                deadline=deadline, dist=ctx, seed=seed)
         result = fit(model, train_loader, val_loader, strategy.param_groups(model), settings,
                      phase=Phase.FINE_TUNE, label=method,
                      progress=self.progress, on_epoch_start=strategy.on_epoch_start, generator=generator)
         test_start = time.perf_counter()
-        logits, labels = predict_logits(model, make_loader(model, self.bundle.test, batch_size=self.eval_batch),
-                                        self.device)
+        test_loader = make_loader(model, self.bundle.test, batch_size=self.eval_batch, ctx=ctx)
+        logits, labels = gather_predictions(ctx, *predict_logits(model, test_loader, self.device))
         self.clock.observe(method, evaluate=(time.perf_counter() - test_start, len(self.bundle.test)))
         epochs_seconds = sum(h.seconds for h in result.history) - len(result.history) * len(self.e2e_val) * self.clock.eval_s[method]
         self.clock.observe(method, train=(epochs_seconds, len(result.history) * len(subset)))
-        return {"accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        return {"accuracy": (logits.argmax(1) == labels).float().mean().item() if ctx.main else float("nan"),
                 "val_accuracy": result.best_val_accuracy, "epochs": result.epochs_run,
                 "max_epochs": epochs, "best_epoch": result.best_epoch, "budget_seconds": round(budget, 1) if math.isfinite(budget) else None,
                 "image_size": self.image_size, "warnings": result.warnings,
@@ -317,26 +328,29 @@ def _run_points(study: _Study, plan: list[tuple[int, int, str]], out_dir: Path) 
     for i, (seed, size, method) in enumerate(plan):
         base = {"per_class": size, "seed": seed, "method": method,
                 "n_train": len(study.subsets[seed][size])}
-        if method == "feature-extraction":
-            point = study.feature_point(seed, size)
+        if method == "feature-extraction":  # rank 0 alone: it holds the cached features
+            point = study.ctx.broadcast_object(study.feature_point(seed, size) if study.ctx.main else None)
         else:
-            if study.clock.left() <= 0:
+            if study.ctx.broadcast_object(study.clock.left() <= 0):
                 study.points.append({**base, "status": "skipped (time budget)", "accuracy": None})
                 continue
-            point = study.end_to_end_point(method, seed, size, _share(study, plan, i, weights))
+            point = study.ctx.broadcast_object(
+                study.end_to_end_point(method, seed, size, _share(study, plan, i, weights)))
         rounded = {k: round(point[k], 4) for k in ("accuracy", "val_accuracy", "seconds") if k in point}
         point = {**base, "status": "ok", **point, **rounded}
         study.points.append(point)
         log.info("efficiency: seed %d, %d/class, %s: test accuracy %.4f (%.1f s)", seed, size, method,
                  point["accuracy"], point["seconds"])
-        atomic_write_json(out_dir / EFFICIENCY_JSON, study.points)  # a killed study keeps what finished
+        if study.ctx.main:
+            atomic_write_json(out_dir / EFFICIENCY_JSON, study.points)  # a killed study keeps what finished
 
 
 def sample_efficiency(model: str, data: str | DataOptions, *,
                       per_class: str | Sequence[int] = (5, 10, 20, 50, 100),
                       seeds: int | Sequence[int] = 3, methods: Sequence[str] = METHODS,
                       out: str | Path | None = None, time_budget: float | None = DEFAULT_TIME_BUDGET,
-                      device: str = "auto", progress: bool | None = None, **data_options: Any) -> EfficiencyResult:
+                      device: str = "auto", progress: bool | None = None, nproc: int | None = None,
+                      **data_options: Any) -> EfficiencyResult:
     """Train transfer and from-scratch models on growing subsets and measure the data multiplier.
 
     Args:
@@ -350,6 +364,9 @@ def sample_efficiency(model: str, data: str | DataOptions, *,
         methods: any of ``feature-extraction``, ``fine-tune``, ``scratch``.
         out: folder for efficiency.json, efficiency_summary.json, efficiency.md, efficiency.png.
         time_budget: seconds for the whole command (``None``: every point runs its epoch cap).
+        nproc: train the end-to-end points data-parallel in this many local processes (feature
+            extraction runs on the first); the results are those of one process up to BatchNorm's
+            per-process statistics on a CPU.
         **data_options: DataOptions fields applied to ``data`` (val_fraction, test_fraction,
             text_column, label_column, path_column, image_size, seed).
 
@@ -375,6 +392,26 @@ def sample_efficiency(model: str, data: str | DataOptions, *,
     if opts.per_class is not None:
         raise ConfigError("per_class: sample_efficiency takes its training-set sizes as per_class= (a list); "
                           "leave the data options' per_class unset.")
+    if nproc is not None and nproc > 1 and not in_launched_worker():
+        resolve_device(device)  # a missing device fails here, not in every worker
+        return launch(_efficiency_worker, (model, opts, sizes, seed_list, list(methods), out, time_budget, device,
+                                           progress), nproc)
+    with session(resolve_device(device)) as ctx:
+        return _sample_efficiency(model, opts, sizes, seed_list, list(methods), out, time_budget, device,
+                                  progress, ctx)
+
+
+def _efficiency_worker(model: str, opts: DataOptions, sizes: list[int], seeds: list[int], methods: list[str],
+                       out: str | Path | None, time_budget: float | None, device: str,
+                       progress: bool | None) -> EfficiencyResult:
+    """What each launched worker runs (module level: the spawned process imports it)."""
+    with session(resolve_device(device)) as ctx:
+        return _sample_efficiency(model, opts, sizes, seeds, methods, out, time_budget, device, progress, ctx)
+
+
+def _sample_efficiency(model: str, opts: DataOptions, sizes: list[int], seed_list: list[int], methods: list[str],
+                       out: str | Path | None, time_budget: float | None, device: str, progress: bool | None,
+                       ctx: Distributed) -> EfficiencyResult:
     data = opts.data
     clock = _Clock(time_budget)
     bundle = load_data(opts)
@@ -382,9 +419,11 @@ def sample_efficiency(model: str, data: str | DataOptions, *,
     if len(bundle.val) == 0 or len(bundle.test) == 0:
         raise DataError(f"The data {data} leaves no validation or test examples; raise --val-fraction / "
                         "--test-fraction or add data.")
-    out_dir = prepare_out(out, "efficiency", model, (EFFICIENCY_JSON, EFFICIENCY_SUMMARY))
-    study = _Study(model, bundle, sizes, seed_list, list(methods), opts.image_size, clock, device, Progress(progress))
-    if "feature-extraction" in methods:
+    out_dir = ctx.broadcast_object(  # rank 0 makes the folder and writes it
+        prepare_out(out, "efficiency", model, (EFFICIENCY_JSON, EFFICIENCY_SUMMARY)) if ctx.main else None)
+    study = _Study(model, bundle, sizes, seed_list, list(methods), opts.image_size, clock, device,
+                   Progress(progress if ctx.main else False), ctx)
+    if "feature-extraction" in methods and ctx.main:
         study.encode()
     _run_points(study, _plan(seed_list, sizes, list(methods)), out_dir)
     multipliers = data_multipliers(study.points)
@@ -396,5 +435,6 @@ def sample_efficiency(model: str, data: str | DataOptions, *,
                "seconds": round(time.perf_counter() - clock.start, 1),
                "recipes": {m: {**vars(r), "lr": r.lr[bundle.modality]} for m, r in RECIPES.items() if m in methods},
                "multipliers": multipliers, "headline": headline(multipliers)}
-    write_outputs(out_dir, study.points, summary)
+    if ctx.main:
+        write_outputs(out_dir, study.points, summary)
     return EfficiencyResult(out_dir, study.points, multipliers, summary)
