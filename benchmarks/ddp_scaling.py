@@ -10,13 +10,15 @@ is dropped; the time for N is the median over the remaining epochs of all repeat
 interleaved (1, 2, 1, 2, ...) so that load from other processes hits every N alike.
 
 Reported: seconds per epoch for each N, the speed-up t1 / tN and the scaling efficiency
-t1 / (N * tN), with the test accuracies (they should agree; on the CPU BatchNorm's batch
-statistics are per rank, so they may differ by an example or two).
+t1 / (N * tN) (1.0 is perfect scaling on N devices), with the test accuracies (they should
+agree; on the CPU BatchNorm's batch statistics are per rank, so they may differ by an example
+or two).
 
 On a CPU the processes share the cores: one process uses all of them (torch's default
 threads), N processes use ``threads_per_process(N)`` each, so N > 1 can only win where one
-process leaves cores idle (small kernels, Python overhead, the data loader). The threads used
-are printed and recorded; set ``OMP_NUM_THREADS`` to pin them.
+process leaves cores idle (small kernels, Python overhead, the data loader): there the ideal is a
+speed-up of 1 (efficiency 1 / N) and the ratio is the figure to read. The threads used are
+printed and recorded; set ``OMP_NUM_THREADS`` to pin them.
 
 Results go to ``benchmarks/results/ddp_scaling-<device>.json`` and ``.md`` with the machine
 (CPU model, cores, torch version, date, load average before and after).
@@ -80,16 +82,17 @@ def process_counts(device: str, asked: str | None) -> list[int]:
     return counts + ([gpus] if gpus not in counts else [])
 
 
-def threads(device: str, n: int) -> int:
+def threads(n: int) -> int:
     """CPU threads of each process: ``launch`` gives workers ``threads_per_process(n)``; the
     one-process run trains here, with this process's threads."""
     return torch.get_num_threads() if n == 1 else threads_per_process(n)
 
 
 def epoch_seconds(run_dir: Path) -> list[float]:
-    """Seconds of each training epoch after the first (the L-BFGS head sweep is not an epoch)."""
-    epochs = [r.seconds for r in read_epoch_records(run_dir / rf.METRICS) if r.phase.is_epoch]
-    return epochs[1:]
+    """Seconds of each epoch of the last training phase (``lp-ft``: the fine-tuning after the
+    probe; the L-BFGS head sweep is not an epoch), the first one dropped."""
+    epochs = [r for r in read_epoch_records(run_dir / rf.METRICS) if r.phase.is_epoch]
+    return [r.seconds for r in epochs if r.phase is epochs[-1].phase][1:] if epochs else []
 
 
 def run_once(config: dict[str, Any], n: int, out: Path) -> dict[str, Any]:
@@ -102,13 +105,13 @@ def run_once(config: dict[str, Any], n: int, out: Path) -> dict[str, Any]:
     return {"epoch_seconds": seconds, "accuracy": result.metrics.accuracy, "wall_seconds": wall}
 
 
-def summarise(runs: dict[int, list[dict[str, Any]]], device: str) -> list[dict[str, Any]]:
+def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per process count: median epoch seconds, speed-up and efficiency against N = 1."""
     median = {n: statistics.median(s for r in rs for s in r["epoch_seconds"]) for n, rs in runs.items()}
     t1 = median.get(1)
     rows = []
     for n, rs in runs.items():
-        row = {"nproc": n, "threads_per_process": threads(device, n), "epoch_seconds": median[n],
+        row = {"nproc": n, "threads_per_process": threads(n), "epoch_seconds": median[n],
                "epoch_seconds_per_repeat": [statistics.median(r["epoch_seconds"]) for r in rs],
                "accuracy": [r["accuracy"] for r in rs], "wall_seconds": [r["wall_seconds"] for r in rs]}
         if t1 is not None:
@@ -180,7 +183,7 @@ def main() -> None:
     print(f"{args.model} on {args.data} ({data.modality}): {len(data.train)} train / {len(data.val)} val, "
           f"strategy {args.strategy}, {args.epochs} epochs, device {args.device}; {info['cpu']}, {info['cores']} "
           f"cores, load average {info['load_average_start'][0]:.2f}")
-    print("threads per process: " + ", ".join(f"N={n}: {threads(args.device, n)}" for n in counts))
+    print("threads per process: " + ", ".join(f"N={n}: {threads(n)}" for n in counts))
     work = Path(tempfile.mkdtemp(prefix="ddp-scaling-"))
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
     try:
@@ -194,7 +197,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info["load_average_end"] = list(os.getloadavg())
-    rows = summarise(runs, args.device)
+    rows = summarise(runs)
     print("\n" + table(rows))
     for r in rows[1:]:
         print(f"N={r['nproc']}: ratio t1/tN {r['speedup']:.2f}x, efficiency {r['efficiency']:.2f}")
