@@ -20,7 +20,7 @@ process leaves cores idle (small kernels, Python overhead, the data loader): the
 speed-up of 1 (efficiency 1 / N) and the ratio is the figure to read. The threads used are
 printed and recorded; set ``OMP_NUM_THREADS`` to pin them.
 
-Results go to ``benchmarks/results/ddp_scaling-<device>.json`` and ``.md`` with the machine
+Results go to ``benchmarks/results/ddp_scaling-<model>-<device>.json`` and ``.md`` with the machine
 (CPU model, cores, torch version, date, load average before and after).
 
 Run: .venv/bin/python benchmarks/ddp_scaling.py [--per-class 20] [--image-size 96]
@@ -135,7 +135,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def write_results(report: dict[str, Any], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"ddp_scaling-{report['settings']['device']}"
+    model = report["settings"]["model"].split(":")[-1]
+    stem = folder / f"ddp_scaling-{model}-{report['settings']['device']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     m, s = report["machine"], report["settings"]
     md = [f"# Data-parallel scaling ({s['device']})", "",

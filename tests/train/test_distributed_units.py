@@ -11,12 +11,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from transferkit import errors
 from transferkit.io import atomic
 from transferkit.train import distributed as dd
-from transferkit.train.distributed import IGNORE, Distributed, GlobalBatchSampler, PaddedDataset
+from transferkit.train.distributed import (
+    IGNORE,
+    Distributed,
+    GlobalBatchSampler,
+    PaddedDataset,
+)
 
 
 def _epochs(sampler, count: int = 2) -> list[list[int]]:
@@ -28,10 +33,20 @@ def _epochs(sampler, count: int = 2) -> list[list[int]]:
 def test_one_rank_draws_the_batches_of_a_shuffled_dataloader(n: int, batch: int) -> None:
     mine, theirs = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     sampler = GlobalBatchSampler(n, batch, Distributed(), generator=mine)
-    loader = DataLoader(range(n), batch_size=batch, shuffle=True, generator=theirs)
-    assert _epochs(sampler) == _epochs(loader)
+    # as make_loader uses it: the DataLoader draws its base seed from the same generator first
+    ours = DataLoader(range(n), batch_sampler=sampler, generator=mine)
+    plain = DataLoader(range(n), batch_size=batch, shuffle=True, generator=theirs)
+    assert _epochs(ours) == _epochs(plain)
     assert torch.equal(mine.get_state(), theirs.get_state())  # the next draw (a resumed run's) agrees too
-    assert len(sampler) == len(loader)
+    assert len(sampler) == len(plain)
+
+
+def test_one_rank_alone_draws_the_random_sampler_order() -> None:
+    mine, theirs = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    order = list(RandomSampler(range(22), generator=theirs))
+    batches = _epochs(GlobalBatchSampler(22, 7, Distributed(), generator=mine), 1)
+    assert batches == [order[i : i + 7] for i in range(0, 22, 7)]
+    assert torch.equal(mine.get_state(), theirs.get_state())
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -22,6 +22,7 @@ What makes a run independent of the number of processes:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import json
@@ -216,8 +217,10 @@ def sync_batchnorm(model: nn.Module, ctx: Distributed, device: torch.device) -> 
 class GlobalBatchSampler(Sampler[list[int]]):
     """This rank's chunk of every global batch.
 
-    The order is the one a one-process ``DataLoader(shuffle=True, generator=g)`` draws (torch's
-    ``RandomSampler`` with the same generator), so ``world == 1`` is exactly the plain run. A
+    The order is torch's ``RandomSampler`` with the same generator; inside a DataLoader given that
+    generator too (as ``make_loader`` does: the loader draws its base seed from it first), the
+    batches are those of ``DataLoader(shuffle=True, generator=g)``, so ``world == 1`` is exactly
+    the plain run. A
     padding example is ``-(i + 1)`` for example ``i`` (:class:`PaddedDataset` labels it IGNORE).
 
     Example:
@@ -268,26 +271,30 @@ def in_launched_worker() -> bool:
 
 @contextlib.contextmanager
 def session(device: torch.device) -> Iterator[Distributed]:
-    """The process group of this worker (joined here if the launcher did not), or ``SINGLE``
-    outside a launch. A group joined here is left when the block ends."""
+    """The process group of this worker, or ``SINGLE`` outside a launch.
+
+    The group is joined on first use and kept until the process exits: a second run in the same
+    worker (``compare`` under torchrun, a script that trains twice) reuses it. Leaving and
+    joining again would reuse the rendezvous store's keys of the first group and hang.
+    """
     if not in_launched_worker():
         yield SINGLE
         return
-    joined = False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
-        joined = True
+        atexit.register(_leave)
     ctx = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if not ctx.main:  # one voice: rank 0 logs and draws progress; the others only their errors
         log.setLevel(logging.ERROR)
-    try:
-        yield ctx
-    finally:
-        if joined and dist.is_initialized():
-            dist.destroy_process_group()
+    yield ctx
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def report_run_dir(ctx: Distributed, run_dir: Path) -> None:
