@@ -167,7 +167,8 @@ class Distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, static_graph=True)
+        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, static_graph=True,
+                                       gradient_as_bucket_view=True)
 
     def unwrap(self, net: nn.Module) -> None:
         """Detach a DDP wrapper's gradient hooks before the model is wrapped again (the set
