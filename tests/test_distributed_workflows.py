@@ -3,8 +3,10 @@ dashboard's job queue runs a ``--nproc`` job whose cancel stops the launcher and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -22,9 +24,11 @@ def reviews(tmp_path_factory) -> Path:
 
 def test_compare_with_nproc_trains_every_strategy_in_two_processes(capsys, tmp_path, tiny_bert_dir, reviews) -> None:
     out = tmp_path / "cmp"
-    code, stdout, err = run_cli(capsys, "-q", "compare", "--model", f"hf:{tiny_bert_dir}", "--data", reviews,
-                                "--strategies", "feature-extraction,full", "--epochs", "2", "--nproc", "2",
-                                "--out", out, "--json")
+    with socket.socket() as busy:  # torch.distributed's usual port taken: the launcher picks a free one
+        with contextlib.suppress(OSError):  # already taken by something else: just as good
+            busy.bind(("127.0.0.1", 29500))
+            busy.listen()
+        code, stdout, err = _compare(capsys, tiny_bert_dir, reviews, out)
     assert code == 0, err
     rows = {r["strategy"]: r for r in json.loads(stdout)}
     assert {s: r["status"] for s, r in rows.items()} == {"feature-extraction": "ok", "full": "ok"}
@@ -32,6 +36,11 @@ def test_compare_with_nproc_trains_every_strategy_in_two_processes(capsys, tmp_p
         log = (out / "runs" / name / "train.log").read_text()
         assert log.count("distributed: 2 processes") == 1  # rank 0 alone wrote the run's log
         assert len((out / "runs" / name / "metrics.jsonl").read_text().splitlines()) >= 1
+
+
+def _compare(capsys, tiny_bert_dir, reviews, out):
+    return run_cli(capsys, "-q", "compare", "--model", f"hf:{tiny_bert_dir}", "--data", reviews,
+                   "--strategies", "feature-extraction,full", "--epochs", "2", "--nproc", "2", "--out", out, "--json")
 
 
 def test_efficiency_with_nproc_writes_its_study_once(tmp_path, tiny_bert_dir, reviews) -> None:
