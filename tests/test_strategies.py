@@ -168,7 +168,7 @@ def test_loop_builds_the_simulated_optimizer_groups(resnet) -> None:
         seen_bn.append(bn_training_groups(model))
         return joining
 
-    settings = LoopSettings(epochs=3, weight_decay=0.0, patience=10, amp=False)
+    settings = LoopSettings(epochs=3, weight_decay=0.0, patience=10)
     result = fit(resnet, loader, loader, strategy.param_groups(resnet), settings, phase=Phase.FINE_TUNE,
                  on_epoch_start=on_epoch_start)
     assert [r.groups for r in result.history] == [["head"], ["head", "layer4"], ["head", "layer4", "layer3"]]

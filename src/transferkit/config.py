@@ -37,6 +37,7 @@ __all__ = ["DataOptions", "TrainConfig", "HeadSolver", "BnPolicy", "Pooling", "I
 HeadSolver = Literal["adamw", "lbfgs"]
 BnPolicy = Literal["train", "freeze", "freeze-stats"]
 Pooling = Literal["mean", "cls"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ImageSize = Union[int, Literal["auto", "native"]]
 
 
@@ -262,6 +263,17 @@ class DataOptions:
         return DataOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataOptions)})
 
 
+def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of an earlier version, in today's keys: ``amp`` (a bool: bfloat16 autocast on
+    CUDA only) became ``precision``."""
+    if "amp" not in data:
+        return data
+    data = dict(data)
+    amp = data.pop("amp")
+    data.setdefault("precision", "auto" if amp else "fp32")
+    return data
+
+
 @dataclass
 class TrainConfig(DataOptions):
     """Everything that defines a training run: :class:`DataOptions` plus model and training.
@@ -331,7 +343,10 @@ class TrainConfig(DataOptions):
     )
     augment: bool = _help("Light training augmentation for images (end-to-end strategies only).", False)
     device: str = _help("cpu, cuda, cuda:N or auto.", "auto")
-    amp: bool = _help("Mixed precision (bfloat16 autocast) where the device supports it.", True)
+    precision: Precision = _help(
+        "Arithmetic precision of training and encoding: auto = bfloat16 autocast on CUDA and on CPUs "
+        "with native bfloat16 (AVX-512 BF16 or AMX), fp32 elsewhere; fp16 (CUDA only) scales the loss.",
+        "auto")
     num_workers: int = _help("DataLoader worker processes for image decoding.", 0)
     feature_cache_mb: int = _help(
         "Feature cache: the cached features of all splits together are held in memory up to "
@@ -411,6 +426,7 @@ class TrainConfig(DataOptions):
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict, rejecting unknown keys with the closest known key suggested."""
         known = [f.name for f in dataclasses.fields(cls)]
+        data = _upgraded(data)
         unknown = sorted(set(data) - set(known))
         if unknown:
             hints = []

@@ -163,7 +163,7 @@ def test_chunked_lbfgs_minimises_the_same_objective_as_the_full_batch() -> None:
 def test_head_selection_on_memory_mapped_slices_matches_the_in_memory_head(val_size, tmp_path,
                                                                            monkeypatch) -> None:
     train, val = _blobs(120, seed=1), _blobs(val_size, seed=2)
-    opts = AdamWHead(LoopSettings(epochs=3, weight_decay=0.0, amp=False), 1e-2, 16, torch.Generator().manual_seed(0))
+    opts = AdamWHead(LoopSettings(epochs=3, weight_decay=0.0), 1e-2, 16, torch.Generator().manual_seed(0))
     in_memory, _ = select_and_fit_head(train, val, 3, "lbfgs", adamw=opts)
     monkeypatch.setattr(features_module, "CHUNK_MB", 16 * 12 * 4 / MB)  # 16-row slices
     mapped, _ = select_and_fit_head(_on_disk(train, tmp_path), _on_disk(val, tmp_path), 3, "lbfgs", adamw=opts)
@@ -186,7 +186,7 @@ def test_adamw_head_on_views_matches_the_head_on_tensors() -> None:
     train, val = _blobs(60, seed=1), _blobs(12, seed=2)
     runs = []
     for t, v in ((train, val), (FeatureRows([train]), FeatureRows([val]))):
-        opts = AdamWHead(LoopSettings(epochs=3, weight_decay=0.0, amp=False), 1e-2, 16, torch.Generator().manual_seed(0))
+        opts = AdamWHead(LoopSettings(epochs=3, weight_decay=0.0), 1e-2, 16, torch.Generator().manual_seed(0))
         torch.manual_seed(0)  # the AdamW head's initialisation draws from the process's stream
         runs.append(select_and_fit_head(t, v, 3, "adamw", adamw=opts)[0].head)
     assert torch.equal(runs[0].weight, runs[1].weight)

@@ -26,7 +26,7 @@ def _blobs(per_class: int, classes: int = 3, dim: int = 16, seed: int = 0, noise
 
 
 def _adamw(epochs: int = 20) -> AdamWHead:
-    return AdamWHead(LoopSettings(epochs=epochs, weight_decay=1e-4, patience=5, amp=False), 1e-2, 8,
+    return AdamWHead(LoopSettings(epochs=epochs, weight_decay=1e-4, patience=5), 1e-2, 8,
                      torch.Generator().manual_seed(0))
 
 
@@ -99,7 +99,7 @@ def test_baseline_score_replaces_the_evaluation_of_the_starting_weights() -> Non
     model = torch.nn.Linear(4, 2)
     x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
     loader = [(x, y)]
-    settings = LoopSettings(epochs=2, weight_decay=0.0, patience=5, amp=False)
+    settings = LoopSettings(epochs=2, weight_decay=0.0, patience=5)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.0}], settings,
                  phase=Phase.FINE_TUNE, baseline=True, baseline_score=(1.0, 0.0))

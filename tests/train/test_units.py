@@ -81,7 +81,7 @@ def test_fit_restores_best_and_stops_early() -> None:
     model = nn.Linear(8, 3)
     train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
     val = DataLoader(TensorDataset(x, y_val), batch_size=64)
-    settings = LoopSettings(epochs=50, weight_decay=0.0, patience=3, amp=False)
+    settings = LoopSettings(epochs=50, weight_decay=0.0, patience=3)
     result = fit(model, train, val, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase=Phase.FINE_TUNE)
     assert result.stopped_early and result.epochs_run < 50
     assert result.epochs_run == result.best_epoch + 3
@@ -100,7 +100,7 @@ def test_fit_is_deterministic() -> None:
         torch.manual_seed(0)
         model = nn.Linear(8, 3)
         train = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
-        settings = LoopSettings(epochs=3, weight_decay=0.01, patience=5, amp=False)
+        settings = LoopSettings(epochs=3, weight_decay=0.01, patience=5)
         result = fit(model, train, train, [{"params": list(model.parameters()), "lr": 0.01}], settings,
                      phase=Phase.FINE_TUNE)
         return [h.train_loss for h in result.history]
@@ -112,7 +112,7 @@ def test_fit_without_a_gap_raises_no_overfitting_warning() -> None:
     x, y = _blobs()
     model = nn.Linear(8, 3)
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    settings = LoopSettings(epochs=5, weight_decay=0.0, patience=5, amp=False)
+    settings = LoopSettings(epochs=5, weight_decay=0.0, patience=5)
     result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.05}], settings, phase=Phase.FINE_TUNE)
     assert result.warnings == []
 
@@ -123,7 +123,7 @@ def test_time_budget_stops_between_epochs() -> None:
     x, y = _blobs(n_per_class=400)
     model = nn.Linear(8, 3)
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
-    settings = LoopSettings(epochs=500, weight_decay=0.0, patience=1000, amp=False,
+    settings = LoopSettings(epochs=500, weight_decay=0.0, patience=1000,
                             deadline=time.perf_counter() + 0.3)
     result = fit(model, loader, loader, [{"params": list(model.parameters()), "lr": 0.01}], settings, phase=Phase.FINE_TUNE)
     assert 1 <= result.epochs_run < 500 and result.stopped_early
@@ -139,7 +139,7 @@ def test_head_solvers_fold_standardisation(solver: str) -> None:
         head, chosen = fit_head_lbfgs(train, val, 3)
         assert chosen["l2"] in LBFGS_L2_GRID
     else:
-        settings = LoopSettings(epochs=30, weight_decay=1e-4, patience=30, amp=False)
+        settings = LoopSettings(epochs=30, weight_decay=1e-4, patience=30)
         head, _ = fit_head_adamw(train, val, 3, settings, 1e-2, 16, torch.Generator().manual_seed(0))
     assert isinstance(head, nn.Linear)
     with torch.no_grad():  # the folded head works on raw (unstandardised) features
@@ -149,7 +149,7 @@ def test_head_solvers_fold_standardisation(solver: str) -> None:
 def test_temper_head_restores_the_target_loss_and_keeps_every_prediction() -> None:
     # A converged probe on separable few-shot data: training loss ~0, nothing left for LP-FT.
     x, y = _blobs(n_per_class=10)
-    settings = LoopSettings(epochs=200, weight_decay=0.0, patience=200, amp=False)
+    settings = LoopSettings(epochs=200, weight_decay=0.0, patience=200)
     train = CachedFeatures(x, y)
     head, _ = fit_head_adamw(train, train, 3, settings, 5e-2, 8, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -242,7 +242,7 @@ def test_baseline_keeps_the_starting_weights_when_training_only_hurts() -> None:
     start = {k: v.clone() for k, v in model.state_dict().items()}
     wrong = DataLoader(TensorDataset(x, (y + 1) % 3), batch_size=16)  # training pulls it away
     val = DataLoader(TensorDataset(x, y), batch_size=64)
-    settings = LoopSettings(epochs=3, weight_decay=0.0, patience=5, amp=False)
+    settings = LoopSettings(epochs=3, weight_decay=0.0, patience=5)
     result = fit(model, wrong, val, [{"params": list(model.parameters()), "lr": 0.5}], settings,
                  phase=Phase.FINE_TUNE, baseline=True)
     assert result.best_epoch == 0

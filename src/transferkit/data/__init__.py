@@ -9,8 +9,16 @@ Example:
 
 from transferkit.data.builtin import BUILTIN_DATASETS
 from transferkit.data.bundle import DataBundle, DataReport, Split
-from transferkit.data.datasets import ImageDataset, TextDataset, as_data_options, load_data, load_eval_split
+from transferkit.data.datasets import (
+    ImageDataset,
+    TextDataset,
+    as_data_options,
+    load_data,
+    load_eval_split,
+)
+from transferkit.data.decoded import DecodedCache, DecodedImages
 from transferkit.data.transforms import (
+    ImageTransform,
     TextCollator,
     auto_image_size,
     build_image_transform,
@@ -30,6 +38,9 @@ __all__ = [
     "build_image_transform",
     "to_pil_rgb",
     "ImageDataset",
+    "ImageTransform",
+    "DecodedCache",
+    "DecodedImages",
     "TextDataset",
     "TextCollator",
     "BUILTIN_DATASETS",

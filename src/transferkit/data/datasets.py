@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from transferkit.config import DEFAULT_MAX_IMAGE_PIXELS, DataOptions
 from transferkit.data.builtin import BUILTIN_DATASETS, builtin_key, load_builtin
 from transferkit.data.bundle import DataBundle, DataReport, Split, format_list
+from transferkit.data.decoded import DecodedImages, load_item
 from transferkit.data.readers import (
     Columns,
     Part,
@@ -38,7 +39,7 @@ from transferkit.data.splits import (
     split_assignment,
 )
 from transferkit.data.tables import find_split_files, read_split_files, read_table
-from transferkit.data.transforms import set_max_image_pixels, to_pil_rgb
+from transferkit.data.transforms import ImageTransform, set_max_image_pixels
 from transferkit.errors import ConfigError, DataError
 
 __all__ = ["load_data", "load_eval_split", "as_data_options", "check_data_source", "ImageDataset", "TextDataset"]
@@ -385,11 +386,16 @@ def load_eval_split(
 
 
 class ImageDataset(Dataset):
-    """Image split -> ``(tensor [3, H, W], label)`` pairs, decoding files on access.
+    """Image split -> ``(tensor [3, H, W], label)`` pairs, decoding files on access, or once
+    with a decoded-image cache.
 
     Args:
         split: items are file paths or uint8 arrays (grey HxW or RGB HxWx3).
         transform: PIL RGB image -> tensor, e.g. ``build_image_transform(spec.image)``.
+        cache: the split's :class:`~transferkit.data.decoded.DecodedImages`, made with the
+            same preprocessing (``DecodedCache.store(split, spec.image)``): each image is then
+            decoded and resized once, and only ``transform.finish`` (crop, augmentation,
+            normalisation) runs per access. Requires an :class:`ImageTransform`.
 
     Example:
         >>> pre = ImagePreprocessing(256, 224, (0.5,) * 3, (0.5,) * 3)  # usually model.spec.image
@@ -398,9 +404,17 @@ class ImageDataset(Dataset):
         (torch.Size([3, 224, 224]), 0)
     """
 
-    def __init__(self, split: Split, transform: Callable[..., torch.Tensor]) -> None:
+    def __init__(self, split: Split, transform: Callable[..., torch.Tensor],
+                 cache: DecodedImages | None = None) -> None:
+        if cache is not None and (len(cache) != len(split) or not isinstance(transform, ImageTransform)):
+            raise ConfigError(
+                f"ImageDataset: a decoded-image cache of {len(cache)} images for a split of "
+                f"{len(split)} with a {type(transform).__name__} transform; give the split's own "
+                "store (DecodedCache.store(split, pre)) and build_image_transform(pre)."
+            )
         self.split = split
         self.transform = transform
+        self.cache = cache
         # The cap the data was scanned with, carried into DataLoader workers (a spawned worker
         # would otherwise start from the default).
         self.max_pixels = int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
@@ -409,19 +423,12 @@ class ImageDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        item = self.split.items[i]
-        try:
-            image = to_pil_rgb(item, self.max_pixels)
-        except Exception as exc:  # PIL raises many types for broken files
-            if not isinstance(item, (str, os.PathLike)) or isinstance(exc, DataError):
-                raise
-            # The scan decoded this file with the same function, so it changed since then.
-            raise DataError(
-                f"The image {item} could be decoded when the data was scanned but not now "
-                f"({type(exc).__name__}: {exc}); it was changed or removed during the run. Restore "
-                "it (or remove it from the data) and run again."
-            ) from exc
-        return self.transform(image), int(self.split.labels[i])
+        label = int(self.split.labels[i])
+        if self.cache is not None:
+            # a PIL view of the cached uint8 [H, W, 3]: the same input the resize gave before
+            image = Image.fromarray(self.cache.get(i), "RGB")
+            return self.transform.finish(image), label  # type: ignore[attr-defined]
+        return self.transform(load_item(self.split.items[i], self.max_pixels)), label
 
 
 class TextDataset(Dataset):

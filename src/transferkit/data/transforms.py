@@ -25,7 +25,7 @@ from transferkit.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from transferkit.models.spec import ImagePreprocessing
 
-__all__ = ["build_image_transform", "to_pil_rgb", "load_image_file", "set_max_image_pixels", "ImageTooLargeError",
+__all__ = ["build_image_transform", "ImageTransform", "image_resize", "to_pil_rgb", "load_image_file", "set_max_image_pixels", "ImageTooLargeError",
            "TextCollator", "auto_image_size", "resolve_image_size"]
 
 # Set explicitly, so the cap is transferkit's decision (the --max-image-pixels option), not a
@@ -60,15 +60,45 @@ def _interpolation(name: str) -> Any:
     return InterpolationMode(key)
 
 
+class ImageTransform:
+    """A PIL RGB image -> the model's tensor, in two parts: ``resize`` (PIL -> PIL, the short
+    side to ``resize_size``; deterministic, so :class:`~transferkit.data.decoded.DecodedImages`
+    runs it once per image and keeps the result) and ``finish`` (PIL -> float tensor: the
+    centre crop or the augmentation, scaling, normalisation; run on every access).
+
+    Calling it runs both: ``finish(resize(image))``.
+    """
+
+    def __init__(self, resize: Callable[[Image.Image], Image.Image],
+                 finish: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.resize = resize
+        self.finish = finish
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.finish(self.resize(image))
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(resize={self.resize!r}, finish={self.finish!r})"
+
+
+def image_resize(pre: ImagePreprocessing) -> Callable[[Image.Image], Image.Image]:
+    """The deterministic first part of every image transform: the short side to
+    ``pre.resize_size`` with PIL (antialiased), the long side in proportion."""
+    from torchvision import transforms as T
+
+    return T.Resize(pre.resize_size, interpolation=_interpolation(pre.interpolation))
+
+
 def build_image_transform(
     pre: ImagePreprocessing, *, train: bool = False, augment: bool = False
-) -> Callable[[Image.Image], torch.Tensor]:
+) -> ImageTransform:
     """The transform from a PIL RGB image to the normalised tensor the model expects.
 
-    Evaluation (and training without ``augment``): resize the short side to
-    ``pre.resize_size``, centre-crop ``pre.crop_size``, scale to [0, 1], normalise.
-    Training with ``augment``: a random crop of 70-100% of the area resized to ``crop_size``
-    and a slight brightness/contrast jitter. No flips: digits and text in images are not
+    Every transform first resizes the short side to ``pre.resize_size`` (``.resize``, the
+    part a decoded-image cache keeps). Evaluation (and training without ``augment``) then
+    centre-crops ``pre.crop_size``, scales to [0, 1] and normalises. Training with
+    ``augment``: a random crop of 70-100% of the (resized) area resized to ``crop_size`` and a
+    slight brightness/contrast jitter. No flips: digits and text in images are not
     mirror-symmetric.
 
     Args:
@@ -77,7 +107,7 @@ def build_image_transform(
         augment: with ``train``, add the light augmentation.
 
     Returns:
-        A callable: PIL image -> float32 tensor [3, crop_size, crop_size].
+        An :class:`ImageTransform`: PIL image -> float32 tensor [3, crop_size, crop_size].
 
     Example:
         >>> pre = ImagePreprocessing(256, 224, (0.5,) * 3, (0.5,) * 3, "bicubic")
@@ -88,16 +118,15 @@ def build_image_transform(
 
     interpolation = _interpolation(pre.interpolation)
     if train and augment:
+        # Cropped from the resized image (not the original), so a cached decode serves it too.
         geometry = [
             T.RandomResizedCrop(pre.crop_size, scale=(0.7, 1.0), interpolation=interpolation),
             T.ColorJitter(brightness=0.1, contrast=0.1),
         ]
     else:
-        geometry = [
-            T.Resize(pre.resize_size, interpolation=interpolation),
-            T.CenterCrop(pre.crop_size),
-        ]
-    return T.Compose([*geometry, T.ToTensor(), T.Normalize(mean=list(pre.mean), std=list(pre.std))])
+        geometry = [T.CenterCrop(pre.crop_size)]
+    finish = T.Compose([*geometry, T.ToTensor(), T.Normalize(mean=list(pre.mean), std=list(pre.std))])
+    return ImageTransform(image_resize(pre), finish)
 
 
 def _array_to_uint8(arr: np.ndarray) -> np.ndarray:

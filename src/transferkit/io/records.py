@@ -298,6 +298,8 @@ class TestMetrics:
             chosen ``l2`` or ``epochs``, the selection's ``score`` and ``loss``, ``refit`` (fitted
             again on train + val) and the ``examples`` it was fitted on.
         probe_scale: LP-FT: the factor applied to the probe before fine-tuning.
+        precision: the arithmetic precision the run trained and encoded in (``fp32``, ``bf16``,
+            ``fp16``: ``--precision`` resolved on its device).
         warnings: every warning of the run (overfitting, ignored options, time budget...).
         skipped: inputs that loading skipped or repaired.
     """
@@ -324,6 +326,7 @@ class TestMetrics:
     lbfgs: dict[str, float] | None = None
     head: dict[str, Any] | None = None
     probe_scale: float | None = None
+    precision: str | None = None
     warnings: list[str] = field(default_factory=list)
     skipped: SkippedInputs = field(default_factory=SkippedInputs)
     schema_version: int = SCHEMA_VERSION

@@ -246,7 +246,7 @@ def extract_features(
     n: int,
     device: torch.device,
     *,
-    amp: bool = True,
+    precision: str = "fp32",
     limit_mb: float = 2048,
     spill_dir: Path | None = None,
     cache: FeatureCache | None = None,
@@ -281,7 +281,7 @@ def extract_features(
         if encode is not None:
             out = encode(inputs)  # [B, F]
         else:
-            with autocast(device, amp):
+            with autocast(device, precision):
                 out = model.forward_features(move_to(inputs, device))  # [B, F]
         out = out.float().cpu()
         if features is None:

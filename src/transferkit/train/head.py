@@ -200,7 +200,7 @@ def fit_head_adamw(
         head.std.fill_(1.0)
     train_loader = row_loader(train, batch_size, generator)
     val_loader = row_loader(val, 1024)
-    cpu_settings = dataclasses.replace(settings, device=torch.device("cpu"), amp=False)
+    cpu_settings = dataclasses.replace(settings, device=torch.device("cpu"), precision="fp32")
     result = fit(
         head, train_loader, val_loader, [{"params": list(head.linear.parameters()), "lr": lr}],
         cpu_settings, phase=phase, metrics_log=metrics_log, progress=progress,

@@ -272,7 +272,7 @@ def select_and_fit_head(train: Rows, val: Rows, num_classes: int, solver: str, *
         >>> g = torch.Generator().manual_seed(0)
         >>> x, y = torch.randn(40, 8), torch.arange(40) % 2
         >>> x[:, 0] += 3 * y
-        >>> opts = AdamWHead(LoopSettings(epochs=5, weight_decay=0.0, amp=False), 1e-2, 8, g)
+        >>> opts = AdamWHead(LoopSettings(epochs=5, weight_decay=0.0), 1e-2, 8, g)
         >>> choice, _ = select_and_fit_head(CachedFeatures(x[:30], y[:30]), CachedFeatures(x[30:], y[30:]),
         ...                                 2, "lbfgs", adamw=opts)
         >>> choice.selection, choice.refit, choice.examples
@@ -280,5 +280,5 @@ def select_and_fit_head(train: Rows, val: Rows, num_classes: int, solver: str, *
     """
     if solver == "lbfgs":
         return _select_lbfgs(train, val, num_classes, refit, seed, metrics_log), []
-    cpu = dataclasses.replace(adamw, settings=dataclasses.replace(adamw.settings, device=torch.device("cpu"), amp=False))
+    cpu = dataclasses.replace(adamw, settings=dataclasses.replace(adamw.settings, device=torch.device("cpu"), precision="fp32"))
     return _select_adamw(train, val, num_classes, cpu, refit, seed, metrics_log, progress, phase)

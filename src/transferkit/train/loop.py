@@ -45,7 +45,7 @@ class LoopSettings:
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
     patience: int = 5
-    amp: bool = True
+    precision: str = "fp32"  # resolved (device.resolve_precision): fp32, bf16 or fp16
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     overfit_gap: float = 0.15
     deadline: float | None = None  # time.perf_counter() value after which no new epoch starts
@@ -96,14 +96,14 @@ class FitResult:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, loader: Iterable[Any], device: torch.device, amp: bool = True
+    model: nn.Module, loader: Iterable[Any], device: torch.device, precision: str = "fp32"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` in eval mode over ``loader``; return float32 logits [N, C] and labels [N]."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
     for inputs, targets in loader:
-        with autocast(device, amp):
+        with autocast(device, precision):
             out = model(move_to(inputs, device))
         logits.append(out.float().cpu())
         labels.append(targets.cpu())
@@ -128,7 +128,7 @@ def gather_predictions(ctx: Distributed, logits: torch.Tensor, labels: torch.Ten
 def _evaluate(model: nn.Module, loader: Iterable[Any], settings: LoopSettings) -> tuple[float, float]:
     """Validation (accuracy, mean cross-entropy) over the whole split, scored on rank 0 and
     broadcast, so every rank takes the same decisions."""
-    logits, labels = gather_predictions(settings.dist, *predict_logits(model, loader, settings.device, settings.amp))
+    logits, labels = gather_predictions(settings.dist, *predict_logits(model, loader, settings.device, settings.precision))
     scores = (float("nan"), float("nan"))
     if settings.dist.main and labels.numel() > 0:
         scores = ((logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item())
@@ -228,7 +228,7 @@ def _diverged(value: float, where: tuple[str, int], batch: int, step: int, rates
         f"Training diverged: the loss became {value} in {label} at epoch {epoch}, batch {batch} "
         f"(optimizer step {step}), so the run stopped there and no weights were saved. The learning "
         f"rate is too high for this model and data (peak rates {shown}): train again with a lower "
-        f"--lr, e.g. {low / 10:g} or less, keep --grad-clip on, or try --no-amp."
+        f"--lr, e.g. {low / 10:g} or less, keep --grad-clip on, or try --precision fp32."
     )
 
 
@@ -261,23 +261,28 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
         TrainingDivergedError: a loss was NaN or infinite (``where`` = (phase label, epoch)).
     """
     tally = _EpochTally(settings.device, where, optim.peaks, settings.dist)
+    # fp16's small range needs the loss scaled (and steps with inf gradients skipped); a disabled
+    # scaler is a pass-through for fp32 and bf16
+    scaler = torch.amp.GradScaler(settings.device.type, enabled=settings.precision == "fp16")
     global_size = getattr(getattr(loader, "batch_sampler", None), "global_size", None)
     for batch, (inputs, targets) in enumerate(progress.batches(loader, desc, len(loader)), start=1):
         optim.set_lrs(state.step)
         real = int((targets != IGNORE).sum())  # on the host, before the move: no device sync
         total = global_size(batch - 1) if global_size is not None else real
         inputs, targets = move_to(inputs, settings.device), targets.to(settings.device)
-        with autocast(settings.device, settings.amp):
+        with autocast(settings.device, settings.precision):
             logits = model(inputs)
         loss_sum = F.cross_entropy(logits.float(), targets, label_smoothing=settings.label_smoothing,
                                    ignore_index=IGNORE, reduction="sum")
         loss = loss_sum * (settings.dist.world / max(1, total))
         tally.add(batch, state.step + 1, loss_sum, real, logits, targets)
         optim.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if settings.grad_clip > 0:
+            scaler.unscale_(optim.opt)  # clip the true gradients, not the scaled ones (fp16)
             torch.nn.utils.clip_grad_norm_([p for p in optim.params() if p.grad is not None], settings.grad_clip)
-        optim.opt.step()
+        scaler.step(optim.opt)
+        scaler.update()
         state.step += 1
         kill_point("train-step")  # test hook (io.atomic.KILL_AT_ENV): a kill mid-epoch
     return tally.result()

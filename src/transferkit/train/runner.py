@@ -53,6 +53,7 @@ from .checkpoint import (
 )
 from .device import (
     inference_batch_size,
+    resolve_precision,
     prepare_model_layout,
     resolve_device,
     seed_everything,
@@ -155,10 +156,12 @@ class _Trainer:
         # what a resume checks it continues on: the data listing and splits, and the config
         self.fingerprints = (data_fingerprint(data), config_fingerprint(run_dir / rf.CONFIG))
         self.device = ctx.device(resolve_device(cfg.device))
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.extra: dict[str, Any] = {"precision": self.precision}  # TestMetrics fields the phases fill
+        log.info("precision %s (--precision %s on %s)", self.precision, cfg.precision, self.device)
         self.generator = seed_everything(cfg.seed)
         self.metrics = MetricsLog(run_dir / rf.METRICS if ctx.main else None,  # rank 0 alone writes
                                   run_dir / rf.TENSORBOARD if cfg.tensorboard and ctx.main else None)
-        self.extra: dict[str, Any] = {}  # TestMetrics fields the phases fill: best_epoch, lbfgs, probe_scale
         self.warnings: list[str] = []
         self.eval_batch = inference_batch_size(cfg.batch_size, self.device, model.spec.modality)
         self.deadline = started + cfg.time_budget if cfg.time_budget else None
@@ -183,7 +186,7 @@ class _Trainer:
             epochs=own.get("epochs", cfg.epochs), weight_decay=own.get("weight_decay", cfg.weight_decay),
             warmup_fraction=cfg.warmup_fraction, grad_clip=cfg.grad_clip,
             label_smoothing=cfg.label_smoothing, patience=own.get("patience", cfg.patience),
-            amp=cfg.amp, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
+            precision=self.precision, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
             dist=self.ctx, seed=cfg.seed,
         )
 
@@ -199,7 +202,7 @@ class _Trainer:
             self._encoder_ready = True
         # a shard is gathered at once: its own cache, so rank 0's budget holds the whole matrices
         cache = FeatureCache(self.cfg.feature_cache_mb, self.feature_cache.spill_dir) if ctx.enabled else self.feature_cache
-        cached = extract_features(self.model, loader, len(loader.dataset), self.device, amp=self.cfg.amp,
+        cached = extract_features(self.model, loader, len(loader.dataset), self.device, precision=self.precision,
                                   cache=cache, progress=self.progress, desc=f"encode {name}", encode=self._encoder)
         if ctx.enabled:
             cached = self._gathered(cached, len(split))
@@ -314,7 +317,7 @@ class _Trainer:
         kill_point("test-pass")
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
                                   num_workers=cfg.num_workers, ctx=self.ctx)
-        return gather_predictions(self.ctx, *predict_logits(self.model, test_loader, self.device, cfg.amp))
+        return gather_predictions(self.ctx, *predict_logits(self.model, test_loader, self.device, self.precision))
 
 
 def _replayed_warnings(resume: Resumable | None) -> list[str]:
