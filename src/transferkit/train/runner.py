@@ -53,9 +53,9 @@ from .checkpoint import (
 )
 from .device import (
     inference_batch_size,
-    resolve_precision,
     prepare_model_layout,
     resolve_device,
+    resolve_precision,
     seed_everything,
 )
 from .distributed import (
