@@ -50,7 +50,7 @@ def run_cached(model, data, epochs: int, seed: int, standardize: bool) -> tuple[
         for split in (data.train, data.val, data.test)
     ]
     settings = LoopSettings(epochs=epochs, weight_decay=WEIGHT_DECAY, warmup_fraction=WARMUP,
-                            grad_clip=CLIP, patience=epochs + 1, amp=False)
+                            grad_clip=CLIP, patience=epochs + 1)
     torch.manual_seed(seed)
     head, _ = fit_head_adamw(cached[0], cached[1], len(data.classes), settings, LR, BATCH,
                              seed_everything(seed), standardize=standardize)

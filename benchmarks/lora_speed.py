@@ -107,7 +107,7 @@ class Stepper:
         self.losses: list[float] = []
 
     def __call__(self) -> float:
-        with autocast(self.device, self.device.type == "cuda"):
+        with autocast(self.device, "bf16" if self.device.type == "cuda" else "fp32"):
             logits = self.forward(self.inputs)
         loss = F.cross_entropy(logits.float(), self.labels)
         self.opt.zero_grad(set_to_none=True)
@@ -164,7 +164,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, device: torch.de
 
 
 def check_same_start(variants: dict[str, nn.Module], inputs: dict[str, torch.Tensor], device: torch.device) -> float:
-    with torch.no_grad(), autocast(device, device.type == "cuda"):
+    with torch.no_grad(), autocast(device, "bf16" if device.type == "cuda" else "fp32"):
         outs = [m.eval()(inputs).float() for m in variants.values()]
     return max((o - outs[0]).abs().max().item() for o in outs[1:])
 
@@ -190,7 +190,7 @@ def inference_pass(variants: dict[str, nn.Module], inputs, device, rounds: int) 
 
     def infer(model: nn.Module) -> Callable[[], Any]:
         def run() -> Any:
-            with torch.no_grad(), autocast(device, device.type == "cuda"):
+            with torch.no_grad(), autocast(device, "bf16" if device.type == "cuda" else "fp32"):
                 return model(inputs)
         return run
 

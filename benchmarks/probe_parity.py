@@ -43,7 +43,7 @@ HAND_C = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2)
 
 def encode(model, split) -> CachedFeatures:
     loader = make_indexed_loader(model, split, batch_size=64)
-    return extract_features(model, loader, len(split), torch.device("cpu"), amp=False)
+    return extract_features(model, loader, len(split), torch.device("cpu"))
 
 
 def hand_probe(train: CachedFeatures, val: CachedFeatures, test: CachedFeatures, seed: int) -> float:
@@ -66,7 +66,7 @@ def hand_probe(train: CachedFeatures, val: CachedFeatures, test: CachedFeatures,
 def default_head(train: CachedFeatures, val: CachedFeatures, test: CachedFeatures, cfg: TrainConfig,
                  num_classes: int) -> float:
     settings = LoopSettings(epochs=cfg.epochs, weight_decay=cfg.weight_decay, patience=cfg.patience,
-                            warmup_fraction=cfg.warmup_fraction, amp=False)
+                            warmup_fraction=cfg.warmup_fraction)
     adamw = AdamWHead(settings, cfg.lr, 32, seed_everything(cfg.seed))
     choice, _ = select_and_fit_head(train, val, num_classes, cfg.head_solver, adamw=adamw,
                                     refit=cfg.refit, seed=cfg.seed)
