@@ -12,7 +12,7 @@ median of epochs 2 onward over the repeats. "Without" is today's path: the run's
 interleaved in one process (with, without, with, ...) so that load from other processes hits
 both alike; the load average is recorded before and after.
 
-Results: ``benchmarks/results/decoded_cache-<device>.json`` and ``.md``.
+Results: ``benchmarks/results/decoded_cache-<device>-<size>px.json`` and ``.md``.
 
 Run: .venv/bin/python benchmarks/decoded_cache.py [--images 240] [--epochs 5] [--repeats 2]
      [--image-size 96] [--threads 1] [--device cpu]
@@ -36,11 +36,18 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 import transferkit as tk
-from transferkit.data.decoded import DecodedCache
+from transferkit.data import (
+    DecodedCache,
+    ImageDataset,
+    build_image_transform,
+    load_data,
+)
 from transferkit.io import runfolder as rf
 from transferkit.io.records import read_epoch_records
+from transferkit.models.spec import ImagePreprocessing
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,8 +89,32 @@ def run_once(config: dict[str, Any], cached: bool, out: Path) -> dict[str, Any]:
         wall = time.perf_counter() - start
     finally:
         DecodedCache.store = store  # type: ignore[method-assign]
+    weights = load_file(str(result.run_dir / rf.WEIGHTS))
+    # equal in both arms: the eval transform (no --augment) gives the same tensors, bit for bit
+    checksum = sum(float(t.double().abs().sum()) for t in weights.values() if t.is_floating_point())
     return {"epoch_seconds": epoch_seconds(result.run_dir), "accuracy": result.metrics.accuracy,
-            "wall_seconds": wall}
+            "wall_seconds": wall, "weights_abs_sum": checksum}
+
+
+def pipeline_seconds(data: Path, image_size: int, epochs: int) -> dict[str, Any]:
+    """The data pipeline alone (no model): seconds of a DataLoader epoch over the training
+    split, batch 16, no workers, with the cache (epoch 1 fills it) and without."""
+    # EfficientNet-Lite0's preprocessing (256 / 224, bicubic, ImageNet statistics) at image_size
+    pre = ImagePreprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic").at_size(image_size)
+    split = load_data(str(data), seed=0).train
+    transform = build_image_transform(pre, train=True)
+    out: dict[str, Any] = {"images": len(split), "resize_size": pre.resize_size}
+    for arm, store in (("without", None), ("with", DecodedCache().store(split, pre))):
+        loader = torch.utils.data.DataLoader(ImageDataset(split, transform, cache=store), batch_size=16)
+        times = []
+        for _ in range(epochs):
+            start = time.perf_counter()
+            for _batch in loader:
+                pass
+            times.append(time.perf_counter() - start)
+        out[arm] = times
+    out["speedup_epochs_2_on"] = statistics.median(out["without"][1:]) / statistics.median(out["with"][1:])
+    return out
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -93,6 +124,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return {"epoch1_seconds": first, "later_epoch_seconds_median": med, "later_epoch_seconds": later,
             "speedup_epochs_2_on": med["without"] / med["with"],
             "accuracy": {arm: [r["accuracy"] for r in rs] for arm, rs in runs.items()},
+            "same_weights": len({r["weights_abs_sum"] for rs in runs.values() for r in rs}) == 1,
             "wall_seconds": {arm: [r["wall_seconds"] for r in rs] for arm, rs in runs.items()}}
 
 
@@ -105,7 +137,14 @@ def markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
     for arm in ("without", "with"):
         lines.append(f"| {arm} cache | {', '.join(f'{s:.2f}' for s in summary['epoch1_seconds'][arm])} | "
                      f"{med[arm]:.3f} | {', '.join(f'{a:.4f}' for a in summary['accuracy'][arm])} |")
-    lines += ["", f"Epochs 2+: **{summary['speedup_epochs_2_on']:.2f}x** faster with the cache."]
+    lines += ["", f"Epochs 2+: **{summary['speedup_epochs_2_on']:.2f}x** faster with the cache. "
+              f"Final weights equal in every run: {summary['same_weights']}."]
+    pipe = info.get("pipeline")
+    if pipe:
+        lines += ["", f"Data pipeline alone ({pipe['images']} training images, resize {pipe['resize_size']}, "
+                  "DataLoader batch 16, no model): epochs 2+ median "
+                  f"{statistics.median(pipe['without'][1:]):.3f} s without, {statistics.median(pipe['with'][1:]):.3f} s "
+                  f"with the cache: **{pipe['speedup_epochs_2_on']:.1f}x** (epoch 1 with: {pipe['with'][0]:.3f} s)."]
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +165,7 @@ def main() -> None:
                   "epochs": args.epochs, "patience": args.epochs, "image_size": args.image_size,
                   "batch_size": 16, "device": args.device, "seed": 0}
         load_start = [round(x, 2) for x in os.getloadavg()]
+        pipeline = pipeline_seconds(data, args.image_size, args.epochs)
         runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
         for repeat in range(args.repeats):
             for arm in ("without", "with") if repeat % 2 else ("with", "without"):
@@ -134,14 +174,14 @@ def main() -> None:
                 print(f"repeat {repeat + 1} {arm}: epochs {', '.join(f'{s:.2f}' for s in run['epoch_seconds'])} s",
                       flush=True)
         info = {"images": args.images, "epochs": args.epochs, "image_size": args.image_size,
-                "threads": args.threads, "device": args.device, "load_start": load_start,
+                "threads": args.threads, "device": args.device, "load_start": load_start, "pipeline": pipeline,
                 "load_end": [round(x, 2) for x in os.getloadavg()],
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                            f"torch {torch.__version__}, python {platform.python_version()}",
                 "date": datetime.datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:]}
         summary = summarise(runs)
         RESULTS.mkdir(exist_ok=True)
-        stem = RESULTS / f"decoded_cache-{args.device}"
+        stem = RESULTS / f"decoded_cache-{args.device}-{args.image_size}px"
         stem.with_suffix(".json").write_text(json.dumps({**info, **summary, "runs": runs}, indent=2) + "\n")
         stem.with_suffix(".md").write_text(markdown(summary, info))
         print(markdown(summary, info))

@@ -348,6 +348,9 @@ class TrainConfig(DataOptions):
         "with native bfloat16 (AVX-512 BF16 or AMX), fp32 elsewhere; fp16 (CUDA only) scales the loss.",
         "auto")
     num_workers: int = _help("DataLoader worker processes for image decoding.", 0)
+    compile: bool = _help(
+        "torch.compile the model for training and for encoding features: the first steps take "
+        "longer (compilation), the rest run faster; for long runs, mainly on GPUs.", False)
     feature_cache_mb: int = _help(
         "Feature cache: the cached features of all splits together are held in memory up to "
         "this many MB; a split past it is memory-mapped from a file on disk.", 2048

@@ -154,6 +154,9 @@ class _SpillFile:
             os.close(self.fd)
             self.fd = None
 
+    def __del__(self) -> None:  # a run in a long-lived process (the dashboard) leaks no descriptor
+        self.close()
+
 
 class DecodedCache:
     """The memory budget of every decoded image one run caches, all splits together.

@@ -247,6 +247,7 @@ def extract_features(
     device: torch.device,
     *,
     precision: str = "fp32",
+    compile: bool = False,
     limit_mb: float = 2048,
     spill_dir: Path | None = None,
     cache: FeatureCache | None = None,
@@ -267,6 +268,7 @@ def extract_features(
         limit_mb, spill_dir: that cache's budget and spill folder (unused with ``cache``).
         encode: runs the backbone instead of ``model.forward_features`` (CPU inputs -> [B, F]),
             from a ``FEATURE_BACKENDS`` factory (``--backend onnxruntime``).
+        compile: run ``model.forward_features`` under torch.compile (``--compile``).
 
     Returns:
         CachedFeatures with rows in the split's original order.
@@ -274,6 +276,7 @@ def extract_features(
     progress = progress or Progress(False)
     cache = cache or FeatureCache(limit_mb, spill_dir)
     model.eval()
+    forward = torch.compile(model.forward_features) if compile else model.forward_features
     features: torch.Tensor | None = None
     labels = torch.empty(n, dtype=torch.long)
     spill_path: Path | None = None
@@ -282,7 +285,7 @@ def extract_features(
             out = encode(inputs)  # [B, F]
         else:
             with autocast(device, precision):
-                out = model.forward_features(move_to(inputs, device))  # [B, F]
+                out = forward(move_to(inputs, device))  # [B, F]
         out = out.float().cpu()
         if features is None:
             features, spill_path = cache.allocate(n, out.shape[1])

@@ -51,6 +51,7 @@ class LoopSettings:
     deadline: float | None = None  # time.perf_counter() value after which no new epoch starts
     dist: Distributed = SINGLE  # this process's place in a data-parallel run
     seed: int = 0  # ranks after 0 draw their random streams from it (Distributed.reseed)
+    compile: bool = False  # torch.compile the (DDP-wrapped) model for the training steps
 
 
 @dataclass
@@ -288,6 +289,12 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
     return tally.result()
 
 
+def _compiled(net: nn.Module, settings: LoopSettings) -> nn.Module:
+    """``net`` under torch.compile with ``--compile`` (the DDP wrapper inside, so DDP's
+    optimizer splits the graph at its buckets); otherwise ``net``."""
+    return torch.compile(net) if settings.compile else net
+
+
 def _overfitting(record: EpochRecord, state: LoopState, settings: LoopSettings) -> str | None:
     """A warning once per phase when train accuracy runs ahead of a stalled validation."""
     gap = record.train_accuracy - record.val_accuracy
@@ -370,7 +377,7 @@ def fit(
         best_state = copy.deepcopy(model.state_dict())
         log.info("%s: starting weights score val accuracy %.4f", label, state.best_accuracy)
     ctx = settings.dist
-    net = ctx.wrap(model, settings.device)  # DDP when several processes train; else the model
+    net = _compiled(ctx.wrap(model, settings.device), settings)  # DDP when several processes train
     bar = progress.epochs(settings.epochs, label)
     stopped = False
     for epoch in range(state.epoch + 1, settings.epochs + 1):
@@ -392,8 +399,8 @@ def fit(
             names = tuple(str(g.get("name", "?")) for g in joining)
             events.append(Event(EventKind.UNFROZEN, f"unfrozen: {', '.join(names)}", names))
             if ctx.enabled:  # DDP hooks the parameters that train when it wraps: wrap anew
-                ctx.unwrap(net)
-                net = ctx.wrap(model, settings.device)
+                ctx.unwrap(getattr(net, "_orig_mod", net))
+                net = _compiled(ctx.wrap(model, settings.device), settings)
         train_loss, train_acc = _train_epoch(net, train_loader, optim, settings, state, progress,
                                              f"{label} {epoch}", (label, epoch))
         ctx.average_buffers(model)

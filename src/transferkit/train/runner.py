@@ -187,7 +187,7 @@ class _Trainer:
             warmup_fraction=cfg.warmup_fraction, grad_clip=cfg.grad_clip,
             label_smoothing=cfg.label_smoothing, patience=own.get("patience", cfg.patience),
             precision=self.precision, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
-            dist=self.ctx, seed=cfg.seed,
+            dist=self.ctx, seed=cfg.seed, compile=cfg.compile,
         )
 
     def encode(self, name: str) -> CachedFeatures | None:
@@ -202,7 +202,7 @@ class _Trainer:
             self._encoder_ready = True
         # a shard is gathered at once: its own cache, so rank 0's budget holds the whole matrices
         cache = FeatureCache(self.cfg.feature_cache_mb, self.feature_cache.spill_dir) if ctx.enabled else self.feature_cache
-        cached = extract_features(self.model, loader, len(loader.dataset), self.device, precision=self.precision,
+        cached = extract_features(self.model, loader, len(loader.dataset), self.device, precision=self.precision, compile=self.cfg.compile,
                                   cache=cache, progress=self.progress, desc=f"encode {name}", encode=self._encoder)
         if ctx.enabled:
             cached = self._gathered(cached, len(split))
