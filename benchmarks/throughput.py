@@ -44,7 +44,12 @@ import transferkit as tk
 from transferkit.config import TrainConfig
 from transferkit.models import load_model
 from transferkit.strategies import get_strategy
-from transferkit.train.device import autocast, move_to, prepare_model_layout, resolve_precision
+from transferkit.train.device import (
+    autocast,
+    move_to,
+    prepare_model_layout,
+    resolve_precision,
+)
 from transferkit.train.loop import LoopSettings, fit
 
 CPU = torch.device("cpu")
