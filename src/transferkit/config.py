@@ -347,7 +347,10 @@ class TrainConfig(DataOptions):
         "Arithmetic precision of training and encoding: auto = bfloat16 autocast on CUDA and on CPUs "
         "with native bfloat16 (AVX-512 BF16 or AMX), fp32 elsewhere; fp16 (CUDA only) scales the loss.",
         "auto")
-    num_workers: int = _help("DataLoader worker processes for image decoding.", 0)
+    num_workers: int | None = _help(
+        "DataLoader worker processes for decoding (default: none on a CPU, where they would take "
+        "cores from the arithmetic; on CUDA the cores shared out per process, up to 8, with "
+        "pinned memory and prefetching).")
     compile: bool = _help(
         "torch.compile the model for training and for encoding features: the first steps take "
         "longer (compilation), the rest run faster; for long runs, mainly on GPUs.", False)

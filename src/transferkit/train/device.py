@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from pathlib import Path
 from typing import Any, ContextManager
@@ -93,6 +94,25 @@ def autocast(device: torch.device, precision: str) -> ContextManager[Any]:
     if precision in _DTYPES and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=_DTYPES[precision])
     return contextlib.nullcontext()
+
+
+def loader_workers(option: int | None, device: torch.device, processes: int = 1) -> int:
+    """DataLoader workers for ``--num-workers`` (``None``: the default for ``device``).
+
+    On CUDA the GPU waits for decoding unless workers prepare the next batches: the machine's
+    cores shared out over the local processes, one kept for the training process, at most 8.
+    On a CPU the same cores do the arithmetic, so workers only move the work around.
+
+    Example:
+        >>> loader_workers(None, torch.device("cpu")), loader_workers(3, torch.device("cpu"))
+        (0, 3)
+    """
+    if option is not None:
+        return option
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // max(1, processes) - 1))
 
 
 def seed_everything(seed: int) -> torch.Generator:

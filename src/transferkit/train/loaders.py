@@ -63,23 +63,35 @@ def make_loader(
     generator: torch.Generator | None = None,
     num_workers: int = 0,
     ctx: Distributed = SINGLE,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A loader of ``(inputs, labels)`` batches preprocessed the way ``model.spec`` says.
 
     ``train``: shuffled global batches of ``batch_size``, this rank's chunk of each
     (:class:`GlobalBatchSampler`; one process: the whole batch). Otherwise this rank's
     contiguous shard of the split, in order (``Distributed.gather_rows`` joins the results).
+    ``pin_memory`` (CUDA): batches in page-locked memory, so the copy to the GPU overlaps the
+    step; workers then prefetch four batches each and live across epochs.
     """
+    feeding = _feeding(num_workers, pin_memory)
     if not train:
         split = split.subset(ctx.shard(len(split))) if ctx.enabled else split
         dataset, collate = _dataset_and_collate(model, split, train, augment)
-        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **feeding)
     dataset, collate = _dataset_and_collate(model, split, train, augment)
     batches = GlobalBatchSampler(len(split), batch_size, ctx, generator=generator)
     return DataLoader(
         PaddedDataset(dataset) if ctx.enabled else dataset, batch_sampler=batches,
-        generator=generator, collate_fn=collate, num_workers=num_workers,
+        generator=generator, collate_fn=collate, **feeding,
     )
+
+
+def _feeding(num_workers: int, pin_memory: bool) -> dict[str, Any]:
+    """DataLoader settings that keep a GPU fed: workers, pinned memory, prefetching."""
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory}
+    if num_workers > 0 and pin_memory:
+        options.update(prefetch_factor=4, persistent_workers=True)
+    return options
 
 
 class _LengthBatches:

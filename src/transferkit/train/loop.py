@@ -141,7 +141,9 @@ class _Optimizer:
     schedule times a linear warmup over the first epoch after it joined."""
 
     def __init__(self, groups: list[dict[str, Any]], settings: LoopSettings, steps_per_epoch: int) -> None:
-        self.opt = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+        # CUDA: one fused kernel for the whole update, no per-parameter launches
+        self.opt = torch.optim.AdamW(groups, weight_decay=settings.weight_decay,
+                                     fused=settings.device.type == "cuda" or None)
         self.peaks = [g["lr"] for g in self.opt.param_groups]
         self.join_steps = [0] * len(self.peaks)
         self.steps_per_epoch = max(1, steps_per_epoch)

@@ -157,6 +157,7 @@ class _Trainer:
         self.fingerprints = (data_fingerprint(data), config_fingerprint(run_dir / rf.CONFIG))
         self.device = ctx.device(resolve_device(cfg.device))
         self.precision = resolve_precision(cfg.precision, self.device)
+        self.workers = loader_workers(cfg.num_workers, self.device, ctx.world)
         self.extra: dict[str, Any] = {"precision": self.precision}  # TestMetrics fields the phases fill
         log.info("precision %s (--precision %s on %s)", self.precision, cfg.precision, self.device)
         self.generator = seed_everything(cfg.seed)
@@ -195,7 +196,7 @@ class _Trainer:
         gathers the matrix (the other ranks get ``None``)."""
         split, ctx = getattr(self.data, name), self.ctx
         loader = make_indexed_loader(self.model, split, batch_size=self.eval_batch,
-                                     num_workers=self.cfg.num_workers, ctx=ctx)
+                                     num_workers=self.workers, ctx=ctx)
         start = time.perf_counter()
         if not self._encoder_ready:  # built once per run (ONNX Runtime: one export of the backbone)
             self._encoder = FEATURE_BACKENDS.get(self.cfg.backend)(self.model, loader, self.device)
@@ -295,9 +296,10 @@ class _Trainer:
         strategy.prepare(self.model)
         train_loader = make_loader(self.model, self.data.train, batch_size=cfg.batch_size, train=True,
                                    augment=cfg.augment, generator=self.generator,
-                                   num_workers=cfg.num_workers, ctx=self.ctx)
+                                   num_workers=self.workers, ctx=self.ctx,
+                                   pin_memory=self.device.type == "cuda")
         val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch,
-                                 num_workers=cfg.num_workers, ctx=self.ctx)
+                                 num_workers=self.workers, ctx=self.ctx, pin_memory=self.device.type == "cuda")
         result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
                      settings, phase=phase.record, label=f"{strategy.name} {phase.record}",
                      metrics_log=self.metrics, progress=self.progress,
@@ -316,7 +318,7 @@ class _Trainer:
             mark_finished(self.run_dir, self.run_state())
         kill_point("test-pass")
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
-                                  num_workers=cfg.num_workers, ctx=self.ctx)
+                                  num_workers=self.workers, ctx=self.ctx, pin_memory=self.device.type == "cuda")
         return gather_predictions(self.ctx, *predict_logits(self.model, test_loader, self.device, self.precision))
 
 
