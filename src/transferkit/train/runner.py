@@ -53,6 +53,7 @@ from .checkpoint import (
 )
 from .device import (
     inference_batch_size,
+    loader_workers,
     prepare_model_layout,
     resolve_device,
     resolve_precision,
