@@ -47,7 +47,8 @@ from transferkit.data import (
 )
 from transferkit.io import runfolder as rf
 from transferkit.io.records import read_epoch_records
-from transferkit.models.spec import ImagePreprocessing
+from transferkit.models import load_model
+from transferkit.models.builtin import EFFICIENTNET_LITE0_PREPROCESSING
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -99,8 +100,7 @@ def run_once(config: dict[str, Any], cached: bool, out: Path) -> dict[str, Any]:
 def pipeline_seconds(data: Path, image_size: int, epochs: int) -> dict[str, Any]:
     """The data pipeline alone (no model): seconds of a DataLoader epoch over the training
     split, batch 16, no workers, with the cache (epoch 1 fills it) and without."""
-    # EfficientNet-Lite0's preprocessing (256 / 224, bicubic, ImageNet statistics) at image_size
-    pre = ImagePreprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic").at_size(image_size)
+    pre = EFFICIENTNET_LITE0_PREPROCESSING.at_size(image_size)
     split = load_data(str(data), seed=0).train
     transform = build_image_transform(pre, train=True)
     out: dict[str, Any] = {"images": len(split), "resize_size": pre.resize_size}
@@ -115,6 +115,42 @@ def pipeline_seconds(data: Path, image_size: int, epochs: int) -> dict[str, Any]
         out[arm] = times
     out["speedup_epochs_2_on"] = statistics.median(out["without"][1:]) / statistics.median(out["with"][1:])
     return out
+
+
+def paired_epochs(data: Path, image_size: int, epochs: int) -> dict[str, Any]:
+    """Load-robust figure: one model, and per epoch one training + validation pass with the
+    cache and one without, back to back (order alternating), so that both see the same load;
+    the ratio of each pair (epochs 2 onward) and their median."""
+    bundle = load_data(str(data), seed=0)
+    model = load_model("builtin:efficientnet_lite0", len(bundle.classes))
+    pre = model.spec.image.at_size(image_size)
+    transform, budget = build_image_transform(pre), DecodedCache()
+    generator = torch.Generator().manual_seed(0)
+
+    def loaders(split: Any, cached: bool, shuffle: bool) -> torch.utils.data.DataLoader:
+        dataset = ImageDataset(split, transform, cache=budget.store(split, pre) if cached else None)
+        return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=shuffle, generator=generator)
+
+    arms = {arm: (loaders(bundle.train, arm == "with", True), loaders(bundle.val, arm == "with", False))
+            for arm in ("with", "without")}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for epoch in range(epochs):
+        for arm in ("with", "without") if epoch % 2 == 0 else ("without", "with"):
+            train, val = arms[arm]
+            start = time.perf_counter()
+            model.train()
+            for x, y in train:
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            model.eval()
+            with torch.no_grad():
+                for x, _ in val:
+                    model(x)
+            times[arm].append(time.perf_counter() - start)
+    ratios = [b / a for a, b in zip(times["with"][1:], times["without"][1:])]
+    return {"epoch_seconds": times, "ratios_epochs_2_on": ratios, "median_ratio": statistics.median(ratios)}
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -145,6 +181,11 @@ def markdown(summary: dict[str, Any], info: dict[str, Any]) -> str:
                   "DataLoader batch 16, no model): epochs 2+ median "
                   f"{statistics.median(pipe['without'][1:]):.3f} s without, {statistics.median(pipe['with'][1:]):.3f} s "
                   f"with the cache: **{pipe['speedup_epochs_2_on']:.1f}x** (epoch 1 with: {pipe['with'][0]:.3f} s)."]
+    pair = info.get("paired")
+    if pair:
+        lines += ["", "Paired epochs (one model, each epoch trained once with and once without the cache, "
+                  "back to back, training + validation): epochs 2+ ratios "
+                  f"{', '.join(f'{r:.2f}' for r in pair['ratios_epochs_2_on'])}; median **{pair['median_ratio']:.2f}x**."]
     return "\n".join(lines) + "\n"
 
 
@@ -166,6 +207,8 @@ def main() -> None:
                   "batch_size": 16, "device": args.device, "seed": 0}
         load_start = [round(x, 2) for x in os.getloadavg()]
         pipeline = pipeline_seconds(data, args.image_size, args.epochs)
+        paired = paired_epochs(data, args.image_size, args.epochs)
+        print(f"paired: {paired}", flush=True)
         runs: dict[str, list[dict[str, Any]]] = {"with": [], "without": []}
         for repeat in range(args.repeats):
             for arm in ("without", "with") if repeat % 2 else ("with", "without"):
@@ -174,7 +217,7 @@ def main() -> None:
                 print(f"repeat {repeat + 1} {arm}: epochs {', '.join(f'{s:.2f}' for s in run['epoch_seconds'])} s",
                       flush=True)
         info = {"images": args.images, "epochs": args.epochs, "image_size": args.image_size,
-                "threads": args.threads, "device": args.device, "load_start": load_start, "pipeline": pipeline,
+                "threads": args.threads, "device": args.device, "load_start": load_start, "pipeline": pipeline, "paired": paired,
                 "load_end": [round(x, 2) for x in os.getloadavg()],
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                            f"torch {torch.__version__}, python {platform.python_version()}",

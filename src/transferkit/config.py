@@ -358,6 +358,11 @@ class TrainConfig(DataOptions):
         "Feature cache: the cached features of all splits together are held in memory up to "
         "this many MB; a split past it is memory-mapped from a file on disk.", 2048
     )
+    decoded_cache_mb: int = _help(
+        "Decoded-image cache: every image is decoded and resized once, kept in memory up to this "
+        "many MB (all splits together) and past it in a memory-mapped file on disk; later epochs "
+        "read no image file. 0 keeps everything on disk.", 2048
+    )
     cache_dir: str | None = _help(
         "Folder for the feature cache's spill file (default: the run folder's disk, never a "
         "RAM-backed temporary folder). The file is deleted as soon as it is opened."
@@ -397,7 +402,7 @@ class TrainConfig(DataOptions):
         if not 0.0 <= self.probe_energy < 1.0:
             raise ConfigError(f"probe_energy: must be in [0, 1) (a share of ln(C); 0 disables "
                               f"tempering the probe), got {self.probe_energy!r}.")
-        for name in ("weight_decay", "grad_clip", "num_workers", "feature_cache_mb"):
+        for name in ("weight_decay", "grad_clip", "num_workers", "feature_cache_mb", "decoded_cache_mb"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)!r}.")
 

@@ -17,12 +17,12 @@ from conftest import run_cli
 from torch import nn
 
 import transferkit as tk
+from transferkit.data.decoded import ram_backed
 from transferkit.train.features import (
     CachedFeatures,
     FeatureCache,
     FeatureRows,
     extract_features,
-    ram_backed,
 )
 from transferkit.train.head import _lbfgs, _mean_std, _standardizer, evaluate_head
 from transferkit.train.head_select import AdamWHead, select_and_fit_head

@@ -192,11 +192,12 @@ class DecodedCache:
         return found[1]
 
     def place(self, image: np.ndarray) -> np.ndarray:
-        """A copy of ``image`` (uint8) held in RAM within the budget, else in the spill file."""
+        """``image`` (uint8, handed over: not changed afterwards) kept in RAM within the budget,
+        else copied into the spill file; returns the array kept."""
         size = image.nbytes
         if self.in_memory_bytes + size <= self.limit_bytes:
             self.in_memory_bytes += size
-            return image.copy()
+            return image
         if self._spill is None:
             folder = self.spill_dir or default_spill_dir()
             self._spill = _SpillFile(folder)
@@ -255,7 +256,7 @@ class DecodedImages:
     def decode(self, i: int) -> np.ndarray:
         """Item ``i`` decoded and resized now, not stored."""
         self.decodes += 1
-        return np.asarray(self.resize(load_item(self.items[i], self.max_pixels)), dtype=np.uint8)
+        return np.array(self.resize(load_item(self.items[i], self.max_pixels)), dtype=np.uint8)  # own, writable
 
     def get(self, i: int) -> np.ndarray:
         """Item ``i`` as uint8 [H, W, 3]: from the cache, else decoded (and kept, in the
@@ -285,7 +286,8 @@ class DecodedImages:
             return len(todo)
         loader = DataLoader(_Decoding(self, todo), batch_size=None, num_workers=num_workers)
         for i, image in loader:
-            self.images[int(i)] = self.budget.place(np.asarray(image))
+            # a copy: a worker's tensor lives in shared memory, one descriptor each while held
+            self.images[int(i)] = self.budget.place(image.numpy().copy())
         return len(todo)
 
 

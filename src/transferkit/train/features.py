@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.decoded import default_spill_dir  # one owner: both caches spill alike
 from ..errors import ConfigError
 from ..registry import FEATURE_BACKENDS
 from .device import autocast, move_to
@@ -37,8 +38,6 @@ from .progress import Progress
 
 log = logging.getLogger("transferkit")
 
-# File systems whose files live in RAM: a spill file there saves no memory.
-RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 # The solvers read cached features in slices of at most this many MB ([rows, F] float32), so a
 # memory-mapped matrix is never copied whole into RAM. 64 MB keeps a few-shot split (hundreds of
 # rows) in one slice, where the chunked sums reduce to the full-batch expressions exactly.
@@ -138,33 +137,6 @@ class FeatureRows:
 
 
 Rows = CachedFeatures | FeatureRows  # what the head solvers read
-
-
-def ram_backed(path: Path) -> bool:
-    """Whether ``path`` is on a file system held in RAM (tmpfs, ramfs), from /proc/self/mounts."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return False
-    target, best, fstype = str(Path(path).resolve()), "", ""
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best):
-            best, fstype = point, fields[2]
-    return fstype in RAM_FILESYSTEMS
-
-
-def default_spill_dir() -> Path:
-    """Where a cache spills when nobody named a folder: the temporary folder, unless it lives in
-    RAM, then the user's cache folder (``$XDG_CACHE_HOME/transferkit``)."""
-    temp = Path(tempfile.gettempdir())
-    if not ram_backed(temp):
-        return temp
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferkit"
 
 
 class FeatureCache:

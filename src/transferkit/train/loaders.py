@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import (
+    DecodedCache,
     ImageDataset,
     Split,
     TextCollator,
@@ -45,12 +46,30 @@ class _IndexedCollate:
         return inputs, labels, torch.tensor([i for _, _, i in batch], dtype=torch.long)
 
 
-def _dataset_and_collate(model: Any, split: Split, train: bool, augment: bool) -> tuple[Dataset, Any]:
+def _dataset_and_collate(model: Any, split: Split, train: bool, augment: bool,
+                         decoded: DecodedCache | None = None, num_workers: int = 0,
+                         prefill: bool = False) -> tuple[Dataset, Any]:
     spec = model.spec
     if spec.modality == "image":
         transform = build_image_transform(spec.image, train=train, augment=augment)
-        return ImageDataset(split, transform), None
+        store = decoded.store(split, spec.image) if decoded is not None else None
+        # A worker's decodes would be lost with it, and a rank's chunks of the shuffled batches
+        # change every epoch: either way, decode the whole split once before the first batch.
+        if store is not None and (num_workers > 0 or prefill):
+            store.fill(num_workers)
+        return ImageDataset(split, transform, cache=store), None
     return TextDataset(split), TextCollator(model.tokenizer(), spec.text.max_length)
+
+
+def _eval_dataset(model: Any, split: Split, ctx: Distributed, decoded: DecodedCache | None,
+                  num_workers: int) -> tuple[Dataset, Any]:
+    """This rank's contiguous shard of ``split`` in eval mode; the decoded-image cache is kept
+    per whole split (the same store every epoch), so the shard is a view of its dataset."""
+    if decoded is None or model.spec.modality != "image":
+        split = split.subset(ctx.shard(len(split))) if ctx.enabled else split
+        return _dataset_and_collate(model, split, False, False)
+    dataset, collate = _dataset_and_collate(model, split, False, False, decoded, num_workers)
+    return (Subset(dataset, ctx.shard(len(split))) if ctx.enabled else dataset), collate
 
 
 def make_loader(
@@ -64,6 +83,7 @@ def make_loader(
     num_workers: int = 0,
     ctx: Distributed = SINGLE,
     pin_memory: bool = False,
+    decoded: DecodedCache | None = None,
 ) -> DataLoader:
     """A loader of ``(inputs, labels)`` batches preprocessed the way ``model.spec`` says.
 
@@ -72,13 +92,14 @@ def make_loader(
     contiguous shard of the split, in order (``Distributed.gather_rows`` joins the results).
     ``pin_memory`` (CUDA): batches in page-locked memory, so the copy to the GPU overlaps the
     step; workers then prefetch four batches each and live across epochs.
+    ``decoded``: images are decoded and resized once into this cache (the run's).
     """
     feeding = _feeding(num_workers, pin_memory)
     if not train:
-        split = split.subset(ctx.shard(len(split))) if ctx.enabled else split
-        dataset, collate = _dataset_and_collate(model, split, train, augment)
+        dataset, collate = _eval_dataset(model, split, ctx, decoded, num_workers)
         return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **feeding)
-    dataset, collate = _dataset_and_collate(model, split, train, augment)
+    dataset, collate = _dataset_and_collate(model, split, train, augment, decoded, num_workers,
+                                            prefill=ctx.enabled)
     batches = GlobalBatchSampler(len(split), batch_size, ctx, generator=generator)
     return DataLoader(
         PaddedDataset(dataset) if ctx.enabled else dataset, batch_sampler=batches,

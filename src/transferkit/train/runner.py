@@ -17,7 +17,7 @@ import torch
 
 from .. import surgery
 from ..config import TrainConfig
-from ..data import DataBundle, load_data
+from ..data import DataBundle, DecodedCache, load_data
 from ..data.datasets import check_data_source
 from ..errors import ConfigError, DataError
 from ..io import runfolder as rf
@@ -173,6 +173,8 @@ class _Trainer:
         # one budget for every split's features; a spill file goes to the run folder's disk
         self.feature_cache = FeatureCache(
             cfg.feature_cache_mb, Path(cfg.cache_dir).expanduser() if cfg.cache_dir else run_dir)
+        # images decoded and resized once for every epoch and phase; spills to the same disk
+        self.decoded = DecodedCache(cfg.decoded_cache_mb, self.feature_cache.spill_dir)
         prepare_model_layout(model, model.spec.modality)
 
     def run_state(self) -> RunState:
@@ -298,9 +300,9 @@ class _Trainer:
         train_loader = make_loader(self.model, self.data.train, batch_size=cfg.batch_size, train=True,
                                    augment=cfg.augment, generator=self.generator,
                                    num_workers=self.workers, ctx=self.ctx,
-                                   pin_memory=self.device.type == "cuda")
-        val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch,
-                                 num_workers=self.workers, ctx=self.ctx, pin_memory=self.device.type == "cuda")
+                                   pin_memory=self.device.type == "cuda", decoded=self.decoded)
+        val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch, num_workers=self.workers,
+                                 ctx=self.ctx, pin_memory=self.device.type == "cuda", decoded=self.decoded)
         result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
                      settings, phase=phase.record, label=f"{strategy.name} {phase.record}",
                      metrics_log=self.metrics, progress=self.progress,
@@ -318,6 +320,7 @@ class _Trainer:
         if self.ctx.main:
             mark_finished(self.run_dir, self.run_state())
         kill_point("test-pass")
+        # read once: decoding into the cache would only hold memory
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
                                   num_workers=self.workers, ctx=self.ctx, pin_memory=self.device.type == "cuda")
         return gather_predictions(self.ctx, *predict_logits(self.model, test_loader, self.device, self.precision))
