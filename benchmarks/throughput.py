@@ -8,19 +8,19 @@ only the training step and the loop around it are timed, not decoding or tokeniz
   a group per layer group, clipping at 1.0), without anything else.
 - ``transferkit fp32``: ``train.loop.fit`` for one epoch (the strategy's parameter groups,
   warmup + cosine, the per-step loss check, metrics, progress) with no validation batches.
-- ``transferkit auto``: the same with ``--precision auto`` (bf16 autocast on CPUs with AVX-512
-  BF16 or AMX, such as this project's AMD EPYC).
+- ``transferkit bf16``: the same with ``--precision bf16`` (autocast; native on CPUs with AVX-512
+  BF16 or AMX, such as this project's AMD EPYC). The output says what ``--precision auto`` picks.
 
 Each measurement is one epoch of ``--steps`` steps; the three run in rotating order for
 ``--repeats`` rounds, so load from other processes hits all alike, and the medians are reported
-with the ratios transferkit/hand (target <= 1.05) and fp32/auto (targets: MiniLM >= 1.3x,
+with the ratios transferkit/hand (target <= 1.05) and fp32/bf16 (targets: MiniLM >= 1.3x,
 EfficientNet-Lite0 >= 1.1x).
 
 Cases (CPU): ``builtin:efficientnet_lite0`` at 224 px, batch 16 (channels-last, as transferkit
 runs it); ``builtin:minilm`` at 128 tokens, batch 16.
 
 ``--accuracy`` also trains each model with ``transferkit train --strategy full`` in fp32 and in
-auto precision on a built-in dataset (Lite0: digits; MiniLM: bbc-news; 20 per class) and
+bf16 on a built-in dataset (Lite0: digits; MiniLM: bbc-news; 20 per class) and
 prints the test accuracies (target: within 0.5 points).
 
 Run: .venv/bin/python benchmarks/throughput.py [--cases lite0,minilm] [--steps 6] [--repeats 5] [--accuracy]
@@ -104,10 +104,10 @@ def transferkit_epoch(model: Any, strategy: Any, batches: list, precision: str) 
 def time_cases(case: str, steps: int, repeats: int, batch: int) -> dict[str, Any]:
     template, strategy = setup(case)
     batches = batches_for(case, template, steps, batch)
-    auto = resolve_precision("auto", CPU)
+    auto = resolve_precision("auto", CPU, template)  # what --precision auto picks for this model
     runners: dict[str, tuple[Callable[..., None], str]] = {
         "hand fp32": (hand_epoch, "fp32"), "transferkit fp32": (transferkit_epoch, "fp32"),
-        "transferkit auto": (transferkit_epoch, auto)}
+        "transferkit bf16": (transferkit_epoch, "bf16")}
     for run, precision in runners.values():  # warm-up: allocator, oneDNN primitives
         run(copy.deepcopy(template), strategy, batches, precision)
     seconds: dict[str, list[float]] = {name: [] for name in runners}
@@ -123,13 +123,13 @@ def time_cases(case: str, steps: int, repeats: int, batch: int) -> dict[str, Any
     return {"case": case, "model": CASES[case][0], "batch": batch, "steps": steps, "auto_precision": auto,
             "seconds_per_step": seconds, "median": medians,
             "transferkit_over_hand": medians["transferkit fp32"] / medians["hand fp32"],
-            "fp32_over_auto": medians["transferkit fp32"] / medians["transferkit auto"]}
+            "fp32_over_bf16": medians["transferkit fp32"] / medians["transferkit bf16"]}
 
 
 def accuracy(case: str, per_class: int) -> dict[str, float]:
     spec, data = CASES[case]
     scores = {}
-    for precision in ("fp32", "auto"):
+    for precision in ("fp32", "bf16"):
         result = tk.train(TrainConfig(model=spec, data=data, strategy="full", per_class=per_class,
                                       precision=precision, out=f"/tmp/throughput-{case}-{precision}-{os.getpid()}"),
                           progress=False)
@@ -157,7 +157,8 @@ def main() -> None:
         med = row["median"]
         print(f"{row['model']} batch {args.batch}: hand fp32 {med['hand fp32']:.3f} s/step, transferkit fp32 "
               f"{med['transferkit fp32']:.3f} ({row['transferkit_over_hand']:.3f}x the hand loop), transferkit "
-              f"{row['auto_precision']} {med['transferkit auto']:.3f} (fp32/auto {row['fp32_over_auto']:.2f}x)")
+              f"bf16 {med['transferkit bf16']:.3f} (fp32/bf16 {row['fp32_over_bf16']:.2f}x); --precision auto "
+              f"picks {row['auto_precision']} for this model")
         if args.accuracy:
             print(f"  test accuracy, full, {args.per_class}/class on {CASES[case][1]}: {row['accuracy']}")
     report["load_average_end"] = os.getloadavg()[0]

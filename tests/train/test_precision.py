@@ -24,6 +24,16 @@ def test_auto_is_bf16_on_a_cpu_with_native_bf16_and_fp32_without(monkeypatch) ->
     assert dev.resolve_precision("fp32", CPU) == "fp32"
 
 
+def test_auto_on_a_cpu_keeps_convolutional_models_in_fp32(monkeypatch) -> None:
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    transformer_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(400, 400))
+    convolutional = nn.Sequential(nn.Conv2d(3, 400, 3), nn.Conv2d(400, 400, 3), nn.Flatten(), nn.Linear(4, 2))
+    assert dev.resolve_precision("auto", CPU, transformer_like) == "bf16"
+    assert dev.resolve_precision("auto", CPU, convolutional) == "fp32"
+    assert dev.resolve_precision("bf16", CPU, convolutional) == "bf16"  # asked for: given
+    assert dev.resolve_precision("auto", torch.device("cuda"), convolutional) in ("bf16", "fp32")
+
+
 def test_auto_on_cuda_follows_the_gpus_bf16_support(monkeypatch) -> None:
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

@@ -157,7 +157,7 @@ class _Trainer:
         # what a resume checks it continues on: the data listing and splits, and the config
         self.fingerprints = (data_fingerprint(data), config_fingerprint(run_dir / rf.CONFIG))
         self.device = ctx.device(resolve_device(cfg.device))
-        self.precision = resolve_precision(cfg.precision, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device, model)
         self.workers = loader_workers(cfg.num_workers, self.device, ctx.world)
         self.extra: dict[str, Any] = {"precision": self.precision}  # TestMetrics fields the phases fill
         log.info("precision %s (--precision %s on %s)", self.precision, cfg.precision, self.device)
