@@ -382,6 +382,6 @@ def test_loss_check_names_the_step_on_an_accelerator_schedule(monkeypatch) -> No
     tally.check_every = 8  # as on a GPU
     logits, targets = torch.zeros(2, 3), torch.tensor([0, 1])
     for batch in range(1, 6):
-        tally.add(batch, 100 + batch, torch.tensor(float("nan") if batch == 3 else 0.5), logits, targets)
+        tally.add(batch, 100 + batch, torch.tensor(float("nan") if batch == 3 else 1.0), 2, logits, targets)
     with pytest.raises(tk.TrainingDivergedError, match="epoch 4, batch 3 \\(optimizer step 103\\)"):
         tally.result()

@@ -261,7 +261,9 @@ class _Trainer:
     def _fit_head(self, phase: HeadPhase, train: CachedFeatures, val: CachedFeatures) -> None:
         """Choose and fit the head on cached features; load it into the model."""
         own = dict(phase.settings)
-        adamw = AdamWHead(self.settings(own), own.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator)
+        # rank 0 alone fits the head: its epochs on cached features take no collectives
+        single = dataclasses.replace(self.settings(own), dist=SINGLE)
+        adamw = AdamWHead(single, own.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator)
         choice, warnings = select_and_fit_head(
             train, val, len(self.data.classes), self.cfg.head_solver, adamw=adamw, refit=self.cfg.refit,
             seed=self.cfg.seed, metrics_log=self.metrics, progress=self.progress, phase=phase.record)
