@@ -40,8 +40,8 @@ CASES = [
     # (measurements, available, rule, strategy, hyperparameters it must include, fell back?)
     (m(10, 0.9), ALL, "tiny-similar", "feature-extraction", {"head_solver": "lbfgs"}, False),
     (m(29, 0.7), ALL, "tiny-similar", "feature-extraction", {"head_solver": "lbfgs"}, False),
-    (m(10, 0.5), ALL, "tiny-shifted", "lp-ft", {"epochs": 5}, False),
-    (m(10, 0.1), ALL, "tiny-shifted", "lp-ft", {"epochs": 5}, False),  # tiny data wins over large shift
+    (m(10, 0.5), ALL, "tiny-shifted", "lp-ft", {}, False),
+    (m(10, 0.1), ALL, "tiny-shifted", "lp-ft", {}, False),  # tiny data wins over large shift
     (m(10, 0.5), ALL[:-1], "tiny-shifted", "last-n", {"last_n": 1}, True),
     (m(10, 0.5), BASIC, "tiny-shifted", "feature-extraction", {"head_solver": "lbfgs"}, True),
     (m(100, 0.5), ALL, "medium-shifted", "last-n", {"last_n": 2, "lr_decay": 0.3, "lr": 5e-4}, False),
@@ -80,6 +80,12 @@ def test_decide_table(measurements, available, rule, strategy, hyper, fallback) 
     assert decision.strategy in available
     # A fallback says which strategy was wanted and that it is missing.
     assert any("is not available" in r for r in decision.reasons) == fallback
+
+
+def test_tiny_shifted_recommends_lp_ft_with_the_defaults_compare_runs() -> None:
+    """The suite chose LP-FT's own defaults (docs/defaults.md): no override, so the race measures
+    and recommends the very run `compare` trains."""
+    assert rec.decide(m(10, 0.5), ALL).hyperparameters == {"strategy": "lp-ft"}
 
 
 def test_every_rule_is_in_the_table_and_reachable() -> None:
