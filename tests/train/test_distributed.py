@@ -184,6 +184,9 @@ def test_killed_worker_stops_the_run_and_resume_continues_it(runs, inputs, root:
     whole = runs["full"][1]  # the same config, uninterrupted, in two processes
     resumed = tk.resume(folder, nproc=2)
     assert resumed.run_dir == folder and resumed.test_metrics["epochs"] == 2
+    # the launch (spawn, imports, rendezvous) counts in the run's seconds, and is said apart
+    assert 0 < resumed.test_metrics["launch_seconds"] < resumed.test_metrics["seconds"]
+    assert test_metrics(folder)["seconds"] == resumed.test_metrics["seconds"]
     assert max_weight_difference(whole, folder) == 0.0
     assert not (folder / rf.FAILURE).exists() and not (folder / rf.CHECKPOINT).exists()
     assert [r["epoch"] for r in metrics_lines(folder)] == [1, 2]

@@ -289,7 +289,9 @@ class TestMetrics:
         split: which data was scored (``test``).
         model, strategy: the run's model spec and strategy.
         total_params, trainable_params: as trained (LoRA: the factors and the head).
-        seconds: the run's wall time; peak_memory_mb: its resident-memory peak;
+        seconds: the run's wall time; launch_seconds: with ``--nproc``, the part of it spent
+            starting the workers before rank 0's clock (spawning, imports, rendezvous);
+            peak_memory_mb: its resident-memory peak;
             peak_cuda_memory_mb: on CUDA only.
         epochs: training epochs over all phases; epochs_to_best: see :func:`epochs_to_best`;
             best_epoch: the kept epoch of the final phase (0: its starting weights).
@@ -318,6 +320,7 @@ class TestMetrics:
     total_params: int | None = None
     trainable_params: int | None = None
     seconds: float | None = None
+    launch_seconds: float | None = None
     peak_memory_mb: float | None = None
     peak_cuda_memory_mb: float | None = None
     epochs: int | None = None
