@@ -50,7 +50,7 @@ def _test_accuracy(data: str, strategy: str, options: dict[str, Any], settings: 
     shutil.rmtree(out)
     try:
         config = TrainConfig(model=MODELS[modality], data=data, strategy=strategy, out=str(out),
-                             **{**options, **settings})
+                             **{"precision": "fp32", **options, **settings})
         return train(config, progress=False).metrics.accuracy
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -66,7 +66,8 @@ def run_cell(data: str, per_class: int, seed: int, suite: list[dict[str, Any]], 
     options = {"per_class": per_class, "seed": seed, "val_fraction": VAL_FRACTION,
                "test_fraction": test_fraction, **size}
     started = time.perf_counter()
-    rec = recommend(MODELS[modality], data, race=True, progress=False, **options)
+    # fp32, as the suite's rows were measured: `auto` would race and train text in bf16 here
+    rec = recommend(MODELS[modality], data, race=True, progress=False, precision="fp32", **options)
     race_seconds = time.perf_counter() - started
     settings = {k: v for k, v in rec.hyperparameters.items() if k != "strategy"}
     picked = _test_accuracy(data, rec.strategy, options, settings)

@@ -149,9 +149,10 @@ def test_cli_compare_all_strategies_json_and_table(capsys, tmp_path, tiny_bert_d
     assert all(KEYS <= set(r) for r in rows)
 
     code, out, err = run_cli(capsys, "-q", "compare", "--model", f"hf:{tiny_bert_dir}", "--data", sentiment_csv,
-                             "--out", tmp_path / "b", "--epochs", "2", "--strategies", "full")
+                             "--out", tmp_path / "b", "--epochs", "2", "--strategies", "full", "--precision", "fp32")
     assert code == 0, err
     assert "| full | ok |" in out and f"comparison folder: {tmp_path / 'b'}" in out
+    assert tk.TrainConfig.load(tmp_path / "b" / "runs" / "full" / "config.yaml").precision == "fp32"
 
 
 @pytest.mark.parametrize("extra, fragments", [
@@ -160,6 +161,7 @@ def test_cli_compare_all_strategies_json_and_table(capsys, tmp_path, tiny_bert_d
     (["--strategies", "full,full"], ["twice"]),
     (["--time-budget", "0"], ["--time-budget", "above 0"]),
     (["--epochs", "0"], ["epochs"]),
+    (["--precision", "fp8"], ["--precision", "bf16"]),
 ])
 def test_cli_bad_input_exits_2_without_traceback(capsys, tmp_path, extra, fragments) -> None:
     code, _, err = run_cli(capsys, "compare", "--model", "hf:whatever", "--data", "x.csv",

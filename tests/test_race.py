@@ -279,12 +279,17 @@ class Poison:
 
 @pytest.fixture()
 def no_test_metrics(monkeypatch):
-    """The race's runs return poisoned test metrics and lose test_metrics.json."""
+    """The race's runs never score the test split (no test pass, no test_metrics.json), and any
+    use of test metrics they might return fails."""
     real = race.train
 
     def train(cfg, **kw):
+        assert kw.get("score_test") is False
         result = real(cfg, **kw)
-        (Path(result.run_dir) / "test_metrics.json").unlink()
+        assert result.metrics is None and not (Path(result.run_dir) / "test_metrics.json").exists()
+        log = (Path(result.run_dir) / "train.log").read_text()
+        assert "encoded test split" not in log and "test accuracy" not in log, log
+        assert (Path(result.run_dir) / "metrics.jsonl").exists()
         return dataclasses.replace(result, metrics=Poison())
 
     monkeypatch.setattr(race, "train", train)
@@ -293,7 +298,7 @@ def no_test_metrics(monkeypatch):
 def test_real_race_on_tiny_bert(tmp_path, capsys, tiny_bert_dir, sentiment_csv, no_test_metrics) -> None:
     out = tmp_path / "race"
     code, stdout, err = run_cli(capsys, "-q", "recommend", "--model", f"hf:{tiny_bert_dir}", "--data",
-                                sentiment_csv, "--budget", "20", "--out", out, "--json")
+                                sentiment_csv, "--budget", "20", "--out", out, "--precision", "fp32", "--json")
     assert code == 0, err
     data = json.loads(stdout)
     assert data["race"]["winner"] == data["strategy"] == data["hyperparameters"]["strategy"]
@@ -309,7 +314,10 @@ def test_real_race_on_tiny_bert(tmp_path, capsys, tiny_bert_dir, sentiment_csv, 
             records = tk.workflows.progress.read_metrics(e["run_dir"])
             assert e["val_accuracy"] == race.kept_val_accuracy(records)
             assert not (Path(e["run_dir"]) / "test_metrics.json").exists()
+        if e["run_dir"]:  # the race trains in the precision the user will train in
+            assert tk.TrainConfig.load(Path(e["run_dir"]) / "config.yaml").precision == "fp32"
     assert "--strategy" in data["command"] or data["strategy"] == HEAD
+    assert "--precision fp32" in data["command"]
 
 
 def test_no_race_is_the_rule_answer(capsys, tiny_bert_dir, sentiment_csv) -> None:

@@ -139,11 +139,12 @@ def test_recommend_tiny_text_model_and_cli(capsys, tiny_bert_dir, sentiment_csv)
     assert sum(line.lstrip().startswith("* ") for line in out.splitlines()) == 1
 
     code = main(["-q", "recommend", "--model", f"hf:{tiny_bert_dir}", "--data", str(sentiment_csv), "--json",
-                 "--no-race"])
+                 "--no-race", "--precision", "bf16"])
     out, err = capsys.readouterr()
     assert code == 0, err
     data = json.loads(out)
     assert {"strategy", "hyperparameters", "reasons", "measurements", "command", "race"} <= set(data)
+    assert "--precision bf16" in data["command"]  # the command trains as the user asked
 
 
 @pytest.mark.parametrize("args, fragment", [

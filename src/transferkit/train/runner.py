@@ -92,13 +92,13 @@ class RunResult:
     """What ``train`` returns: the run folder, its test metrics record and the resolved config."""
 
     run_dir: Path
-    metrics: TestMetrics
+    metrics: TestMetrics  # the recommend race's runs (``score_test=False``) hold none: ``None``
     config: TrainConfig
 
     @property
     def test_metrics(self) -> dict[str, Any]:
         """The test metrics as written to ``test_metrics.json`` (``accuracy``, ``macro_f1``, ...)."""
-        return self.metrics.to_dict()
+        return self.metrics.to_dict() if self.metrics is not None else {}
 
 
 def absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
@@ -151,9 +151,9 @@ class _Trainer:
     """One run: the phases of a strategy over shared data, device, metrics and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
-                 progress: Progress, started: float, ctx: Distributed = SINGLE) -> None:
+                 progress: Progress, started: float, ctx: Distributed = SINGLE, score_test: bool = True) -> None:
         self.cfg, self.model, self.data, self.run_dir, self.progress = cfg, model, data, run_dir, progress
-        self.started, self.ctx = started, ctx
+        self.started, self.ctx, self.score_test = started, ctx, score_test
         # what a resume checks it continues on: the data listing and splits, and the config
         self.fingerprints = (data_fingerprint(data), config_fingerprint(run_dir / rf.CONFIG))
         self.device = ctx.device(resolve_device(cfg.device))
@@ -222,18 +222,19 @@ class _Trainer:
         buffer.copy_(features)
         return CachedFeatures(buffer, labels, spill is not None, spill)
 
-    def run(self, strategy: Strategy, resume: Resumable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the strategy's phases; return the test split's (logits [N, C], labels [N])."""
+    def run(self, strategy: Strategy, resume: Resumable | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Run the strategy's phases; return the test split's (logits [N, C], labels [N]) (``None``
+        without ``score_test``)."""
         phases = strategy.phases
         if resume is not None:  # checkpoints are written in fine-tune phases: the head phases had finished
             phases = tuple(p for p in phases if not isinstance(p, HeadPhase))
         result: tuple[torch.Tensor, torch.Tensor] | None = None
         for i, phase in enumerate(phases):
             if isinstance(phase, HeadPhase):
-                result = self.run_head(phase, encode_test=i == len(phases) - 1)
+                result = self.run_head(phase, encode_test=i == len(phases) - 1 and self.score_test)
             else:
                 result = self.run_finetune(strategy, phase, resume)
-        if result is None:
+        if result is None and self.score_test:
             raise ConfigError(f"strategy {strategy.name}: its last phase must produce the model to test.")
         return result
 
@@ -283,7 +284,7 @@ class _Trainer:
         self.model.head.load_state_dict(head.state_dict())
 
     def run_finetune(self, strategy: Strategy, phase: FineTunePhase,
-                     resume: Resumable | None) -> tuple[torch.Tensor, torch.Tensor]:
+                     resume: Resumable | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Train end to end with the strategy's schedule; checkpoint every epoch.
 
         A resumed phase continues after the checkpoint's epoch, or, when it had already decided
@@ -321,6 +322,8 @@ class _Trainer:
         kill_point("fit-done")
         if self.ctx.main:
             mark_finished(self.run_dir, self.run_state())
+        if not self.score_test:
+            return None
         kill_point("test-pass")
         # read once: decoding into the cache would only hold memory
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,
@@ -336,13 +339,18 @@ def _replayed_warnings(resume: Resumable | None) -> list[str]:
             for e in r.events if e.kind is EventKind.OVERFITTING]
 
 
+def _write_model(trainer: _Trainer, strategy: Strategy) -> None:
+    model, cfg, run_dir = trainer.model, trainer.cfg, trainer.run_dir
+    check_finite_weights(model, f"{cfg.strategy} training")  # never a finished run with NaN weights
+    strategy.write_extras(model, run_dir)
+    atomic_save_weights(run_dir / rf.WEIGHTS, strategy.final_state_dict(model))
+
+
 def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, labels: torch.Tensor,
                    seconds: float) -> TestMetrics:
     model, cfg, run_dir = trainer.model, trainer.cfg, trainer.run_dir
     total, trainable = surgery.count_parameters(model)  # as trained (LoRA: the factors and the head)
-    check_finite_weights(model, f"{cfg.strategy} training")  # never a finished run with NaN weights
-    strategy.write_extras(model, run_dir)
-    atomic_save_weights(run_dir / rf.WEIGHTS, strategy.final_state_dict(model))
+    _write_model(trainer, strategy)
     kill_point("outputs")
     records = trainer.metrics.records
     metrics = TestMetrics(
@@ -397,9 +405,10 @@ def _log_to(run_dir: Path) -> Iterator[None]:
 
 def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
              progress: bool | None, started: float, resume: Resumable | None = None,
-             ctx: Distributed = SINGLE) -> RunResult:
+             ctx: Distributed = SINGLE, score_test: bool = True) -> RunResult:
     strategy = get_strategy(cfg.strategy, cfg)
-    trainer = _Trainer(cfg, model, data, run_dir, Progress(progress if ctx.main else False), started, ctx)
+    trainer = _Trainer(cfg, model, data, run_dir, Progress(progress if ctx.main else False), started, ctx,
+                       score_test)
     if cfg.augment and not strategy.trains_backbone():
         trainer.warnings.append(f"--augment is ignored by {cfg.strategy}: each split is encoded once, without "
                                 "augmentation; use an end-to-end strategy to train on augmented images")
@@ -408,9 +417,17 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
         trainer.metrics.records = list(resume.loop.records)
         trainer.warnings, trainer.extra = list(resume.run.warnings), dict(resume.run.extra)
     try:
-        logits, labels = trainer.run(strategy, resume)
+        result = trainer.run(strategy, resume)
     finally:
         trainer.metrics.close()
+    if result is None:  # not scored: the weights and the curve, no test_metrics.json
+        if ctx.main:
+            _write_model(trainer, strategy)
+            save_figure(learning_curve_figure(trainer.metrics.records, f"{cfg.model} / {cfg.strategy}"),
+                        run_dir / rf.CURVE)
+            remove_checkpoint(run_dir)
+        return RunResult(run_dir, None, cfg)  # type: ignore[arg-type]
+    logits, labels = result
     metrics = None
     if ctx.main:  # rank 0 holds the whole test split's logits and writes the run folder
         metrics = _write_outputs(trainer, strategy, logits, labels, time.perf_counter() - started)
@@ -463,9 +480,9 @@ def _launching(nproc: int | None, cfg: TrainConfig) -> bool:
     return True
 
 
-def _train_worker(config: TrainConfig, progress: bool | None) -> RunResult:
+def _train_worker(config: TrainConfig, progress: bool | None, score_test: bool = True) -> RunResult:
     """What each launched worker runs (module level: the spawned process imports it)."""
-    return train(config, progress=progress)
+    return train(config, progress=progress, score_test=score_test)
 
 
 def _resume_worker(run_dir: str, progress: bool | None) -> RunResult:
@@ -480,14 +497,15 @@ def _launched(worker: Callable[..., RunResult], args: tuple[Any, ...], nproc: in
     result = launch(worker, args, nproc)
     wall = time.perf_counter() - began
     metrics = result.metrics
-    if metrics.seconds is not None:
+    if metrics is not None and metrics.seconds is not None:
         metrics.launch_seconds = round(max(wall - metrics.seconds, 0.0), 2)
         metrics.seconds = round(wall, 2)
         atomic_write_json(result.run_dir / rf.TEST_METRICS, metrics.to_dict())
     return result
 
 
-def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | None = None) -> RunResult:
+def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | None = None,
+          score_test: bool = True) -> RunResult:
     """Adapt a pre-trained model to a labelled dataset and write a run folder.
 
     Args:
@@ -497,6 +515,9 @@ def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | Non
         nproc: train data-parallel in this many local processes (torch's elastic launcher; Gloo
             on the CPU, NCCL with one GPU each on CUDA). Inside ``torchrun`` workers the run is
             distributed over the launched processes whatever this says.
+        score_test: score the test split and write ``test_metrics.json`` (default). ``False``
+            trains and keeps the weights and ``metrics.jsonl`` but never touches the test split
+            (``metrics`` is ``None``): ``recommend``'s race judges its runs on validation alone.
 
     Returns:
         The run folder and the test metrics (accuracy, macro-F1, confusion matrix, ...).
@@ -509,12 +530,13 @@ def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | Non
     """
     cfg = check_config(config)
     if _launching(nproc, cfg):
-        return _launched(_train_worker, (config, progress), int(nproc or 1))
+        return _launched(_train_worker, (config, progress, score_test), int(nproc or 1))
     with session(resolve_device(cfg.device)) as ctx:
-        return _train(cfg, config, progress, ctx)
+        return _train(cfg, config, progress, ctx, score_test)
 
 
-def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Distributed) -> RunResult:
+def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Distributed,
+           score_test: bool = True) -> RunResult:
     started = time.perf_counter()
     reset_peak_rss()
     seed_everything(cfg.seed)
@@ -551,7 +573,7 @@ def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Di
         total, trainable = surgery.count_parameters(model)
         log.info("model %s: %d parameters, %d trainable at the start (%s)", cfg.model, total,
                  trainable, cfg.strategy)
-        return _execute(cfg, model, data, run_dir, progress, started, ctx=ctx)
+        return _execute(cfg, model, data, run_dir, progress, started, ctx=ctx, score_test=score_test)
 
 
 def resume(run_dir: str | Path, *, progress: bool | None = None, nproc: int | None = None) -> RunResult:

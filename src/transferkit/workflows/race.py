@@ -4,8 +4,8 @@ The rule table (``recommend.decide``) is the prior; the race measures. Every reg
 is a candidate, the rule's choices first and with the rule's settings, the rest with their
 defaults. Each candidate trains through :func:`transferkit.train` (the path ``compare`` uses) and
 is scored on **validation** accuracy: the accuracy of the weights the run kept, read from its
-``metrics.jsonl``. The test split is never read, so the pick does not peek at the data that
-judges it.
+``metrics.jsonl``. The test split is never read, nor scored (``train(..., score_test=False)``),
+so the pick does not peek at the data that judges it, and no run spends time on it.
 
 Successive halving (Jamieson and Talwalkar 2016; the resource schedule of Hyperband, Li et al.
 2018), with epochs as the resource:
@@ -63,10 +63,9 @@ __all__ = ["Candidate", "Trial", "RaceEntry", "RaceResult", "Trainer", "successi
 log = logging.getLogger("transferkit")
 
 ETA = 3  # keep the top third at each rung, each with 3x the epochs
-# Default budget: this many times the first (feature-extraction) run. Every race run also loads
-# the model and scores the test split (train() always does), ~0.7 of that unit per end-to-end run
-# (EfficientNet-Lite0, MNIST 20/class at 96 px); 10 units measure feature extraction and about
-# three end-to-end candidates for 1 epoch and promote one or two, ~1/3 of `compare`'s time there.
+# Default budget: this many times the first (feature-extraction) run, which loads the model and
+# encodes the train and validation splits; every end-to-end run loads the model too. 10 units
+# measure feature extraction and a few end-to-end candidates for 1 epoch and promote one or two.
 BUDGET_FACTOR = 10.0
 TIE_MIN = 0.005  # validation accuracies closer than this (or one validation example) are a tie
 RACE_JSON = "race.json"
@@ -540,12 +539,12 @@ def train_trial(base: Mapping[str, Any], candidate: Candidate, epochs: int | Non
                 folder: Path, *, progress: bool | None = None) -> Trial:
     """Train one candidate with :func:`transferkit.train` and read what it kept on validation.
 
-    Only ``metrics.jsonl`` is read; the run's test metrics are not looked at.
+    Only ``metrics.jsonl`` is read; the test split is not even scored.
     """
     settings = {**candidate.settings, **({"epochs": epochs} if epochs is not None else {})}
     cfg = TrainConfig(**base, strategy=candidate.strategy, **settings, time_budget=time_budget, out=str(folder))
     began = time.perf_counter()
-    run_dir = Path(train(cfg, progress=progress).run_dir)  # only the folder: the result holds test metrics
+    run_dir = Path(train(cfg, progress=progress, score_test=False).run_dir)
     seconds = time.perf_counter() - began
     records = read_epoch_records(run_dir / rf.METRICS)
     backbone = [r for r in records if r.phase is Phase.FINE_TUNE]
@@ -566,7 +565,8 @@ def race(model: str, data: DataOptions, prior: Sequence[tuple[str, Mapping[str, 
         out: keep the run folders and ``race.json`` here (default: a temporary folder, removed).
         n_val: validation examples (the tie tolerance); guess: see :func:`successive_halving`.
         trainer: replaces :func:`train_trial` (tests).
-        **model_options: how training loads the model (pretrained, weights, max_length, device).
+        **model_options: how training loads the model (pretrained, weights, max_length, device)
+            and its precision.
 
     Returns:
         A :class:`RaceResult`; its run folders' paths only when ``out`` is given.

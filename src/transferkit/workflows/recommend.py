@@ -411,6 +411,8 @@ def train_command(model: str, data: str, settings: dict[str, Any]) -> str:
 
 
 _MODEL_OPTIONS = ("pretrained", "weights", "max_length", "device")
+# How the race's runs and the recommended command train; measuring the features does not need it.
+_TRAIN_OPTIONS = ("precision",)
 
 
 def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget: float | None = None,
@@ -427,7 +429,8 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
         out: keep the race's run folders and race.json here (default: a temporary folder).
         progress: progress bars in the race's runs (default: when stderr is a terminal).
         **options: DataOptions fields (per_class, seed, val_fraction, ...) applied to ``data``,
-            and how training would load the model: pretrained, weights, max_length, device.
+            how training would load the model (pretrained, weights, max_length, device) and
+            train it (precision: the race trains in it, the command carries it).
 
     Returns:
         A :class:`Recommendation` (``race`` holds the race's runs, ``None`` without one).
@@ -444,10 +447,10 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
         >>> print(rec.race.table())  # doctest: +SKIP
     """
     data_fields = [f.name for f in dataclasses.fields(DataOptions) if f.name != "data"]
-    bad = sorted(set(options) - set(data_fields) - set(_MODEL_OPTIONS))
+    known = data_fields + list(_MODEL_OPTIONS) + list(_TRAIN_OPTIONS)
+    bad = sorted(set(options) - set(known))
     if bad:
-        raise ConfigError(f"recommend: unknown option(s) {', '.join(bad)}; known: "
-                          f"{', '.join(data_fields + list(_MODEL_OPTIONS))}.")
+        raise ConfigError(f"recommend: unknown option(s) {', '.join(bad)}; known: {', '.join(known)}.")
     budget = check_budget(budget)
     if not race and (budget is not None or out is not None):
         raise ConfigError("budget and out set the race, which is off (--no-race); drop them, or drop "
@@ -455,8 +458,9 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
     if out is not None:
         check_out(out)  # before measuring: a folder in use fails in a second
     given = {k: options[k] for k in _MODEL_OPTIONS if options.get(k) is not None}
+    training = {k: options[k] for k in _TRAIN_OPTIONS if options.get(k) is not None}
     opts = as_data_options(data, **{k: v for k, v in options.items() if k in data_fields and v is not None})
-    TrainConfig(model=model, **dataclasses.asdict(opts), **given)  # validates the values
+    TrainConfig(model=model, **dataclasses.asdict(opts), **given, **training)  # validates the values
     measurements = {"model": model, "data": opts.data, **measure(model, opts, **given)}
     decision = decide(measurements)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -473,10 +477,10 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
                  for name, settings in race_order(measurements)]
         result = run_race(model, opts, prior, modality=measurements["modality"], budget=budget, out=out,
                           progress=progress, n_val=measurements["n_val"],
-                          guess=_cost_guess(measurements), **given)
+                          guess=_cost_guess(measurements), **given, **training)
         strategy, hyper = result.winner, {"strategy": result.winner, **result.settings}
         reasons = result.reasons + [f"Prior: {r}" if i == 0 else r for i, r in enumerate(reasons)]
-    run_settings = {**hyper, **{k: getattr(opts, k) for k in data_fields}, **given}
+    run_settings = {**hyper, **{k: getattr(opts, k) for k in data_fields}, **given, **training}
     command = train_command(model, opts.data, run_settings)
     return Recommendation(strategy, hyper, reasons, measurements, command, decision.rule, result)
 
