@@ -67,16 +67,16 @@ def run_cell(data: str, modality: str, per_class: int, seed: int, strategy: str,
     try:
         config = TrainConfig(model=MODELS[modality], data=data, strategy=strategy, per_class=per_class,
                              seed=seed, val_fraction=VAL_FRACTION, test_fraction=test_fraction,
-                             # the table's cells were measured in fp32; --precision auto would
-                             # train text in bf16 on CPUs with native bf16 and mix the table
-                             precision="fp32", out=str(out), **size)
+                             # the table's cells were measured in fp32 (the default here); auto
+                             # would train text in bf16 on CPUs with native bf16 and mix the table
+                             precision=args.precision, out=str(out), **size)
         started = time.perf_counter()
         result = train(config, progress=False)
         metrics = result.metrics
         return {"data": data, "per_class": per_class, "seed": seed, "strategy": strategy,
                 "accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "n_test": metrics.n,
                 "seconds": round(time.perf_counter() - started, 1), "best_epoch": metrics.best_epoch,
-                "head": metrics.head, **size}
+                "head": metrics.head, "precision": metrics.precision, **size}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -170,6 +170,9 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, default=500)
     parser.add_argument("--table", help="write the markdown table of --results to this file and stop")
     parser.add_argument("--threads", type=int, help="torch threads (two 1-thread workers beat one 2-thread one)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="training precision (fp32: what the table in docs/defaults.md was measured in); "
+                             "write other precisions' rows to another folder: done cells are read per folder")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
