@@ -38,8 +38,9 @@ def m(per_class: float, separability: float, params: int = 5_000_000, cuda: bool
 
 CASES = [
     # (measurements, available, rule, strategy, hyperparameters it must include, fell back?)
-    (m(10, 0.9), ALL, "tiny-similar", "feature-extraction", {"head_solver": "lbfgs"}, False),
-    (m(29, 0.7), ALL, "tiny-similar", "feature-extraction", {"head_solver": "lbfgs"}, False),
+    (m(10, 0.9), ALL, "tiny-similar", "lp-ft", {}, False),
+    (m(29, 0.7), ALL, "tiny-similar", "lp-ft", {}, False),
+    (m(10, 0.9), BASIC, "tiny-similar", "feature-extraction", {"head_solver": "lbfgs"}, True),
     (m(10, 0.5), ALL, "tiny-shifted", "lp-ft", {}, False),
     (m(10, 0.1), ALL, "tiny-shifted", "lp-ft", {}, False),  # tiny data wins over large shift
     (m(10, 0.5), ALL[:-1], "tiny-shifted", "last-n", {"last_n": 1}, True),
@@ -50,7 +51,8 @@ CASES = [
     (m(300, 0.69), ("feature-extraction", "full", "gradual"), "medium-shifted", "gradual",
      {"unfreeze_every": 2}, True),
     (m(100, 0.5), BASIC, "medium-shifted", "full", {"epochs": 10, "lr": 1e-4}, True),
-    (m(100, 0.8), ALL, "medium-similar", "feature-extraction", {"head_solver": "adamw"}, False),
+    (m(100, 0.8), ALL, "medium-similar", "lp-ft", {}, False),
+    (m(100, 0.8), BASIC, "medium-similar", "feature-extraction", {"head_solver": "lbfgs"}, True),
     (m(350, 0.9), ALL, "large-or-shifted", "full", {"epochs": 10, "lr": 1e-4}, False),
     (m(350, 0.9, modality="text"), ALL, "large-or-shifted", "full", {"lr": 3e-5}, False),
     (m(100, 0.2), ALL, "large-or-shifted", "full", {"lr": 1e-4}, False),
@@ -66,7 +68,7 @@ CASES = [
      {"epochs": 10}, False),
     (m(100, 0.5, params=300_000_000, cuda=True, gpu=8), ALL, "large-model-gpu-memory", "lp-ft", {}, True),
     (m(100, 0.5, params=300_000_000, cuda=True, gpu=80), WITH_LORA, "medium-shifted", "last-n", {}, False),
-    (m(10, 0.9, params=300_000_000, cuda=True, gpu=8), WITH_LORA, "tiny-similar", "feature-extraction", {}, False),
+    (m(10, 0.9, params=300_000_000, cuda=True, gpu=8), WITH_LORA, "tiny-similar", "lp-ft", {}, False),
 ]
 
 
@@ -176,11 +178,11 @@ def test_decision_carries_the_prior() -> None:
 
 
 @pytest.mark.parametrize("measurements, first", [
-    (m(10, 0.8), ["feature-extraction", "lp-ft", "last-n"]),  # tiny-similar, then tiny-shifted
-    (m(10, 0.95), ["feature-extraction"]),  # every neighbour says the same
+    (m(10, 0.8), ["lp-ft", "feature-extraction", "last-n"]),  # tiny-similar, then tiny-shifted
+    (m(10, 0.95), ["lp-ft", "feature-extraction", "last-n"]),  # medium-similar (3x the data) adds last-n
     # medium-shifted, then large-or-shifted (separability - 0.2), medium-similar (+ 0.2)
     (m(100, 0.5), ["last-n", "discriminative", "gradual", "full", "lp-ft", "feature-extraction"]),
-    (m(350, 0.9), ["full", "lp-ft", "feature-extraction"]),
+    (m(350, 0.9), ["full", "lp-ft", "feature-extraction", "last-n"]),
 ])
 def test_race_order_starts_with_the_rule_then_its_neighbours(measurements, first) -> None:
     order = rec.race_order(measurements, ALL)
