@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import resource
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -177,3 +178,24 @@ def prepare_model_layout(model: torch.nn.Module, modality: str) -> torch.nn.Modu
     if modality == "image":
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's resident-memory high-water mark (Linux: ``clear_refs`` value 5), so
+    that a run's peak is its own even after earlier runs in the same process (``compare``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset (VmHWM), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB -> MB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +53,9 @@ from .checkpoint import (
 from .device import (
     inference_batch_size,
     loader_workers,
+    peak_rss_mb,
     prepare_model_layout,
+    reset_peak_rss,
     resolve_device,
     resolve_precision,
     seed_everything,
@@ -109,27 +110,6 @@ def absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
         if value and not value.startswith("builtin:") and Path(value).expanduser().exists():
             updates[name] = str(Path(value).expanduser().resolve())
     return dataclasses.replace(cfg, **updates)
-
-
-def reset_peak_rss() -> bool:
-    """Reset the process's resident-memory high-water mark (Linux: ``clear_refs`` value 5), so
-    that a run's peak is its own even after earlier runs in the same process (``compare``)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory since the last reset (VmHWM), else since the process started."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB -> MB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _load_data(cfg: TrainConfig, modality: str) -> DataBundle:
@@ -356,7 +336,7 @@ def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, 
     metrics = TestMetrics(
         **classification_metrics(labels.tolist(), logits.argmax(1).tolist(), trainer.data.classes),
         split="test", model=cfg.model, strategy=cfg.strategy, total_params=total,
-        trainable_params=trainable, seconds=round(seconds, 2), peak_memory_mb=round(_peak_rss_mb(), 1),
+        trainable_params=trainable, seconds=round(seconds, 2), peak_memory_mb=round(peak_rss_mb(), 1),
         peak_cuda_memory_mb=(round(torch.cuda.max_memory_allocated() / 2**20, 1)
                              if trainer.device.type == "cuda" else None),
         epochs=epochs_trained(records), epochs_to_best=epochs_to_best(records),
