@@ -79,7 +79,8 @@ class RegisteredStrategy(Protocol):
 STRATEGIES: Registry[type[RegisteredStrategy]] = Registry("strategy")
 
 
-#: ``--backend``: name -> ``factory(model, loader, device)`` that returns a function encoding one
-#: loader batch into backbone features [B, F], or ``None`` to run the model in torch. Filled by
+#: ``--backend``: name -> ``factory(model, loader, device, *, examples)`` that returns a function
+#: encoding one loader batch into backbone features [B, F], or ``None`` to run the model in torch
+#: (``examples``: how many the run will encode with it, for a factory that weighs a set-up cost). Filled by
 #: ``transferkit.train.features`` (torch) and ``transferkit.export.features`` (onnxruntime).
 FEATURE_BACKENDS: Registry[Callable[..., Any]] = Registry("feature backend", option="backend")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ class OnnxBackbone:
             export_onnx(graph, inputs, path, max_tokens=text.max_length if text else None)
             # holds the graph in memory; the file can go
             self.session = onnx_session(path, device=device, threads=threads or torch.get_num_threads())
-        log.info("backbone exported to ONNX Runtime in %.1f s", time.perf_counter() - started)
+        self.export_seconds = time.perf_counter() - started  # what the engine cost before its first batch
+        log.info("backbone exported to ONNX Runtime in %.1f s", self.export_seconds)
 
     def __call__(self, inputs: Any) -> torch.Tensor:
         """Pooled features [B, F] for one loader batch."""
@@ -136,8 +138,11 @@ def time_engines(model: nn.Module, backbone: OnnxBackbone, inputs: Any, device: 
     return eager, onnx
 
 
-def faster_engine(model: nn.Module, backbone: OnnxBackbone, inputs: Any, device: torch.device) -> OnnxBackbone | None:
-    """``backbone``, or None (torch encodes) when eager torch runs ``inputs`` faster; logged either way."""
+def faster_engine(model: nn.Module, backbone: OnnxBackbone, inputs: Any, device: torch.device,
+                  examples: int | None = None) -> OnnxBackbone | None:
+    """``backbone``, or None (torch encodes) when eager torch runs ``inputs`` faster; logged either
+    way. With ``examples`` (what the run will encode), also say when the export cost more than
+    ONNX Runtime saves on them: the run is then slower than with torch."""
     eager, onnx = time_engines(model, backbone, inputs, device)
     rows = len(inputs) if isinstance(inputs, torch.Tensor) else len(next(iter(dict(inputs).values())))
     if eager < onnx:
@@ -147,14 +152,24 @@ def faster_engine(model: nn.Module, backbone: OnnxBackbone, inputs: Any, device:
         return None
     log.info("--backend onnxruntime: ONNX Runtime encodes a batch of %d in %.0f ms (torch %.0f ms, %.2fx)",
              rows, onnx * 1e3, eager * 1e3, eager / onnx)
+    export = getattr(backbone, "export_seconds", 0.0)
+    if examples:
+        saved = (eager - onnx) * examples / rows  # seconds ONNX Runtime saves over the whole run
+        if saved < export:
+            log.warning("--backend onnxruntime: exporting the backbone took %.1f s, more than ONNX Runtime "
+                        "saves on the %d examples this run encodes (about %.1f s); torch (--backend torch) "
+                        "is faster end to end below about %d examples", export, examples, saved,
+                        math.ceil(round(export / (eager - onnx) * rows, 6)))
     return backbone
 
 
-def onnxruntime_backend(model: nn.Module, loader: Any, device: torch.device | str = "cpu") -> OnnxBackbone | None:
-    """The ``--backend onnxruntime`` factory: the exported backbone, or None where torch is faster."""
+def onnxruntime_backend(model: nn.Module, loader: Any, device: torch.device | str = "cpu", *,
+                        examples: int | None = None) -> OnnxBackbone | None:
+    """The ``--backend onnxruntime`` factory: the exported backbone, or None where torch is faster.
+    ``examples``: how many the run will encode (for the end-to-end verdict of :func:`faster_engine`)."""
     inputs = next(iter(loader))[0]
     backbone = OnnxBackbone(model, inputs, str(device))
-    return faster_engine(model.eval(), backbone, inputs, torch.device(device))
+    return faster_engine(model.eval(), backbone, inputs, torch.device(device), examples)
 
 
 FEATURE_BACKENDS.add("onnxruntime", onnxruntime_backend)

@@ -268,7 +268,7 @@ def extract_features(
     return CachedFeatures(features, labels, spill_path is not None, spill_path)
 
 
-def _torch_backend(model: nn.Module, loader: Any, device: torch.device) -> None:
+def _torch_backend(model: nn.Module, loader: Any, device: torch.device, *, examples: int | None = None) -> None:
     """``--backend torch``: no separate encoder; ``extract_features`` runs the model itself."""
     return None
 

@@ -182,7 +182,9 @@ class _Trainer:
                                      num_workers=self.workers, ctx=ctx)
         start = time.perf_counter()
         if not self._encoder_ready:  # built once per run (ONNX Runtime: one export of the backbone)
-            self._encoder = FEATURE_BACKENDS.get(self.cfg.backend)(self.model, loader, self.device)
+            # every split the head phases encode with it (the test split only when scored)
+            examples = len(self.data.train) + len(self.data.val) + (len(self.data.test) if self.score_test else 0)
+            self._encoder = FEATURE_BACKENDS.get(self.cfg.backend)(self.model, loader, self.device, examples=examples)
             self._encoder_ready = True
         # a shard is gathered at once: its own cache, so rank 0's budget holds the whole matrices
         cache = FeatureCache(self.cfg.feature_cache_mb, self.feature_cache.spill_dir) if ctx.enabled else self.feature_cache
