@@ -94,7 +94,8 @@ def main() -> None:
     if "--compare" in sys.argv:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("--compare", required=True, help="the before rows (JSON lines)")
-        parser.add_argument("--after", default=",".join(sorted(glob.glob("benchmarks/results/defaults-[a-z].jsonl"))))
+        results = defaults_suite.Path(__file__).resolve().parent / "results"
+        parser.add_argument("--after", default=",".join(sorted(glob.glob(str(results / "defaults-[a-z].jsonl")))))
         args = parser.parse_args()
         after = [r for p in args.after.split(",") for r in read_results(defaults_suite.Path(p))]
         print(compare_table(read_results(defaults_suite.Path(args.compare)), after))
