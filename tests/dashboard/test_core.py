@@ -51,6 +51,8 @@ def test_runs_lists_runs_comparisons_and_statuses(client, roots: Path) -> None:
     write_run(roots / "b-interrupted", accuracy=None)
     failed = write_run(roots / "c-failed", accuracy=None)
     (failed / "failure.json").write_text(json.dumps({"error": "Training diverged at epoch 2", "type": "X"}))
+    raced = write_run(roots / "d-raced", accuracy=None)  # recommend's race: trained, test split not scored
+    (raced / "model.safetensors").write_bytes(b"")
     compare = roots / "compare-x"
     write_run(compare / "runs" / "full", strategy="full", accuracy=0.8)
     write_run(compare / "runs" / "lora", strategy="lora", accuracy=0.85)
@@ -58,9 +60,11 @@ def test_runs_lists_runs_comparisons_and_statuses(client, roots: Path) -> None:
                                                       {"strategy": "lora", "accuracy": 0.85}]))
     (roots / "not-a-run").mkdir()
     folders = {f["name"]: f for f in client.json("/api/runs")["folders"]}
-    assert set(folders) == {"a-finished", "b-interrupted", "c-failed", "compare-x", "compare-x/full", "compare-x/lora"}
+    assert set(folders) == {"a-finished", "b-interrupted", "c-failed", "d-raced", "compare-x", "compare-x/full",
+                            "compare-x/lora"}
     assert folders["a-finished"]["status"] == "finished" and folders["a-finished"]["accuracy"] == 0.91
     assert folders["b-interrupted"]["status"] == "interrupted"
+    assert folders["d-raced"]["status"] == "finished" and folders["d-raced"]["accuracy"] is None
     assert folders["c-failed"]["status"] == "failed" and "diverged" in folders["c-failed"]["error"]
     assert folders["compare-x"]["kind"] == "compare" and folders["compare-x"]["accuracy"] == 0.85
     assert folders["compare-x/full"]["parent_id"] == folders["compare-x"]["id"]

@@ -164,7 +164,9 @@ def _run_summary(folder: Path, kinds: tuple[str, ...], parent: Path | None) -> F
     failure = _json(folder / rf.FAILURE) if (folder / rf.FAILURE).is_file() else None
     if rf.is_running(folder):
         status = "running"
-    elif metrics is not None:
+    elif metrics is not None or (folder / rf.WEIGHTS).is_file():
+        # weights without test metrics: a run trained without scoring the test split (recommend's
+        # race keeps such folders with --out); an interrupted run has a checkpoint, not weights
         status = "finished"
     elif failure is not None:
         status = "failed"
