@@ -281,8 +281,8 @@ def decide(m: dict[str, Any], available: Sequence[str] | None = None) -> Decisio
         reasons = [f"{data} is small to medium ({VERY_SMALL}-{LARGE}) and {feats} >= {SIMILAR}: "
                    "the frozen features already fit, so a probe on them is a strong start.",
                    "Linear probe then fine-tune (lp-ft) starts from that probe and adapts the backbone "
-                   "gently; on the defaults suite at 100 per class it beat the probe alone by 2-8 "
-                   "points on four of five datasets (the fifth: both perfect)."]
+                   "gently; on the defaults suite at 100 per class it beat the probe alone by 2-12 "
+                   "points on five of six datasets (the sixth: both perfect)."]
     else:
         rule = "medium-shifted"
         reasons = [f"{data} is small to medium ({VERY_SMALL}-{LARGE}) and {feats} is moderate "
