@@ -93,7 +93,7 @@ class RunResult:
     """What ``train`` returns: the run folder, its test metrics record and the resolved config."""
 
     run_dir: Path
-    metrics: TestMetrics  # the recommend race's runs (``score_test=False``) hold none: ``None``
+    metrics: TestMetrics | None  # None only for ``train(..., score_test=False)`` (recommend's race)
     config: TrainConfig
 
     @property
@@ -408,7 +408,7 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
             save_figure(learning_curve_figure(trainer.metrics.records, f"{cfg.model} / {cfg.strategy}"),
                         run_dir / rf.CURVE)
             remove_checkpoint(run_dir)
-        return RunResult(run_dir, None, cfg)  # type: ignore[arg-type]
+        return RunResult(run_dir, None, cfg)
     logits, labels = result
     metrics = None
     if ctx.main:  # rank 0 holds the whole test split's logits and writes the run folder
