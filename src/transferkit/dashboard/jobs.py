@@ -144,6 +144,7 @@ class Job:
     output: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=OUTPUT_LINES))
     process: subprocess.Popen[str] | None = field(default=None, repr=False)
     cancelling: bool = False
+    watcher: threading.Thread | None = field(default=None, repr=False)  # records how the job ended
 
     @property
     def error(self) -> str | None:
@@ -274,7 +275,8 @@ class JobQueue:
             job.output.append(f"error: Could not start the job ({exc}).")
             return
         job.status, job.started = "running", time.time()
-        threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"job-{job.id}").start()
+        job.watcher = threading.Thread(target=self._watch, args=(job,), daemon=True, name=f"job-{job.id}")
+        job.watcher.start()
 
     def _watch(self, job: Job) -> None:
         """Collect the job's output until it exits, record how it ended, start the next job."""
@@ -320,6 +322,10 @@ class JobQueue:
                     running.append(job)
         for job in running:
             _stop(job.process, interrupt_grace, terminate_grace)
+            # the process has ended; its watcher records how (status, return code) after reading
+            # the last of its output, so wait for that too: callers read the status next
+            if job.watcher is not None:
+                job.watcher.join(timeout=terminate_grace + 5.0)
 
     def list(self) -> list[dict[str, Any]]:
         """Every job, newest first, as the page shows it."""
