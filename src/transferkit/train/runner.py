@@ -328,24 +328,30 @@ def _write_model(trainer: _Trainer, strategy: Strategy) -> None:
     atomic_save_weights(run_dir / rf.WEIGHTS, strategy.final_state_dict(model))
 
 
-def _write_outputs(trainer: _Trainer, strategy: Strategy, logits: torch.Tensor, labels: torch.Tensor,
-                   seconds: float) -> TestMetrics:
+def _write_outputs(trainer: _Trainer, strategy: Strategy, scored: tuple[torch.Tensor, torch.Tensor] | None,
+                   seconds: float) -> TestMetrics | None:
+    """Rank 0 finishes the folder: the weights, ``test_metrics.json`` when the test split was
+    scored (``scored``: its logits (N, C) and labels (N,)), the curve, then no checkpoint."""
     model, cfg, run_dir = trainer.model, trainer.cfg, trainer.run_dir
     total, trainable = surgery.count_parameters(model)  # as trained (LoRA: the factors and the head)
     _write_model(trainer, strategy)
     kill_point("outputs")
     records = trainer.metrics.records
-    metrics = TestMetrics(
-        **classification_metrics(labels.tolist(), logits.argmax(1).tolist(), trainer.data.classes),
-        split="test", model=cfg.model, strategy=cfg.strategy, total_params=total,
-        trainable_params=trainable, seconds=round(seconds, 2), peak_memory_mb=round(peak_rss_mb(), 1),
-        peak_cuda_memory_mb=(round(torch.cuda.max_memory_allocated() / 2**20, 1)
-                             if trainer.device.type == "cuda" else None),
-        epochs=epochs_trained(records), epochs_to_best=epochs_to_best(records),
-        warnings=trainer.warnings, skipped=trainer.data.report.skipped_inputs(), **trainer.extra,
-    )
-    atomic_write_json(run_dir / rf.TEST_METRICS, metrics.to_dict())
+    metrics = None
+    if scored is not None:
+        logits, labels = scored
+        metrics = TestMetrics(
+            **classification_metrics(labels.tolist(), logits.argmax(1).tolist(), trainer.data.classes),
+            split="test", model=cfg.model, strategy=cfg.strategy, total_params=total,
+            trainable_params=trainable, seconds=round(seconds, 2), peak_memory_mb=round(peak_rss_mb(), 1),
+            peak_cuda_memory_mb=(round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                                 if trainer.device.type == "cuda" else None),
+            epochs=epochs_trained(records), epochs_to_best=epochs_to_best(records),
+            warnings=trainer.warnings, skipped=trainer.data.report.skipped_inputs(), **trainer.extra,
+        )
+        atomic_write_json(run_dir / rf.TEST_METRICS, metrics.to_dict())
     save_figure(learning_curve_figure(records, f"{cfg.model} / {cfg.strategy}"), run_dir / rf.CURVE)
+    remove_checkpoint(run_dir)
     return metrics
 
 
@@ -402,20 +408,14 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
         result = trainer.run(strategy, resume)
     finally:
         trainer.metrics.close()
-    if result is None:  # not scored: the weights and the curve, no test_metrics.json
-        if ctx.main:
-            _write_model(trainer, strategy)
-            save_figure(learning_curve_figure(trainer.metrics.records, f"{cfg.model} / {cfg.strategy}"),
-                        run_dir / rf.CURVE)
-            remove_checkpoint(run_dir)
-        return RunResult(run_dir, None, cfg)
-    logits, labels = result
     metrics = None
     if ctx.main:  # rank 0 holds the whole test split's logits and writes the run folder
-        metrics = _write_outputs(trainer, strategy, logits, labels, time.perf_counter() - started)
-        remove_checkpoint(run_dir)
+        metrics = _write_outputs(trainer, strategy, result, time.perf_counter() - started)
+    if metrics is not None:
         log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
                  metrics.accuracy, metrics.macro_f1, metrics.n, run_dir)
+    if not score_test:  # the race: the weights and the curve, no test_metrics.json (every rank alike)
+        return RunResult(run_dir, None, cfg)
     return RunResult(run_dir, ctx.broadcast_object(metrics), cfg)
 
 
