@@ -144,7 +144,8 @@ def ceilings(spec: str, batch: int, steps: int, device: torch.device, compile: b
 def _config(spec: str, folder: Path, out: Path, device: torch.device, batch: int, compile: bool,
             **options: Any) -> TrainConfig:
     return TrainConfig(model=spec, data=str(folder), out=str(out), pretrained=False, device=device.type,
-                       precision="auto", compile=compile, batch_size=batch, seed=0, **options)
+                       precision="auto", compile=compile, batch_size=batch, seed=0,
+                       image_size="native", **options)  # the weights' 224 px, as the ceiling
 
 
 def transferkit_finetune(spec: str, folder: Path, out: Path, device: torch.device, batch: int,
@@ -279,10 +280,16 @@ def main() -> None:
         header = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                   "cpus": os.cpu_count(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                   "args": vars(args)}
-        rows = [bench_model(spec, folder, work, args, device) for spec in args.models.split(",")]
+        rows: list[dict[str, Any]] = []
+        for spec in args.models.split(","):  # the first model first: a run cut short keeps its row
+            rows.append(bench_model(spec, folder, work, args, device))
+            _write({"header": header, "rows": rows}, device)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps({"header": header, "rows": rows}, indent=2)
+
+
+def _write(results: dict[str, Any], device: torch.device) -> None:
+    text = json.dumps(results, indent=2)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"gpu_images-{device.type}.json").write_text(text)
     if os.environ.get("OUT"):
