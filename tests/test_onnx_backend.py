@@ -71,7 +71,8 @@ def test_threads_default_to_torchs(monkeypatch, bert) -> None:
     assert seen == {"threads": 3}
 
 
-@pytest.mark.parametrize("eager,onnx,keeps", [(0.010, 0.025, False), (0.030, 0.012, True)])
+# (0.026, 0.025): ONNX Runtime 1.04x, a near-tie that timing noise decides: torch keeps it
+@pytest.mark.parametrize("eager,onnx,keeps", [(0.010, 0.025, False), (0.026, 0.025, False), (0.030, 0.012, True)])
 def test_the_faster_engine_encodes_and_the_log_says_which(monkeypatch, messages, bert, eager, onnx, keeps) -> None:
     model, _, loader = bert
     built = object()
@@ -82,8 +83,9 @@ def test_the_faster_engine_encodes_and_the_log_says_which(monkeypatch, messages,
     if keeps:
         assert messages == ["--backend onnxruntime: ONNX Runtime encodes a batch of 3 in 12 ms (torch 30 ms, 2.50x)"]
     else:
-        assert messages == ["--backend onnxruntime: torch encodes this model faster here (10 ms against ONNX "
-                            "Runtime's 25 ms for a batch of 3), so torch computes the features"]
+        assert messages == [f"--backend onnxruntime: ONNX Runtime is not clearly faster for this model here (25 ms "
+                            f"against torch's {eager * 1e3:.0f} ms for a batch of 3; it must be 1.1x), so torch "
+                            "computes the features"]
 
 
 @pytest.mark.parametrize("examples, warned", [(30, True), (300_000, False), (None, False)])
