@@ -146,9 +146,9 @@ def time_engines(model: nn.Module, backbone: OnnxBackbone, inputs: Any, device: 
 def faster_engine(model: nn.Module, backbone: OnnxBackbone, inputs: Any, device: torch.device,
                   examples: int | None = None) -> OnnxBackbone | None:
     """``backbone``, or None (torch encodes) unless ONNX Runtime runs ``inputs`` at least
-    ``MIN_SPEEDUP`` times as fast as eager torch; logged either
-    way. With ``examples`` (what the run will encode), also say when the export cost more than
-    ONNX Runtime saves on them: the run is then slower than with torch."""
+    ``MIN_SPEEDUP`` times as fast as eager torch; logged either way. With ``examples`` (what the
+    run will encode), also say when the export cost more than ONNX Runtime saves on them: the run
+    is then slower than with torch."""
     eager, onnx = time_engines(model, backbone, inputs, device)
     rows = len(inputs) if isinstance(inputs, torch.Tensor) else len(next(iter(dict(inputs).values())))
     if eager < onnx * MIN_SPEEDUP:
