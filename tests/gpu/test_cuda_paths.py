@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from helpers.tiny import TinyClassifier
 
 import transferkit as tk
 from transferkit.models import load_model
@@ -40,25 +40,13 @@ def test_a_full_run_trains_on_cuda_in_bf16_and_compiled(digit_folder: Path, tmp_
     assert compiled["epochs"] == 3 and 0.0 <= compiled["accuracy"] <= 1.0
 
 
-class _Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body, self.head = nn.Sequential(nn.Linear(32, 64), nn.ReLU()), nn.Linear(64, 4)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
 def test_training_steps_do_not_synchronise_with_the_host_each_step() -> None:
     g = torch.Generator().manual_seed(0)
     steps = 24
     # pinned host batches, as the CUDA loader gives them: (16, 32) inputs, (16,) labels
     batches = [(torch.randn(16, 32, generator=g).pin_memory(), torch.randint(0, 4, (16,), generator=g).pin_memory())
                for _ in range(steps)]
-    model = _Tiny().to(CUDA)
+    model = TinyClassifier(32, 64, 4).to(CUDA)
     settings = LoopSettings(epochs=1, weight_decay=0.0, patience=10, device=CUDA)
     torch.cuda.set_sync_debug_mode("warn")
     try:

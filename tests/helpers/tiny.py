@@ -7,13 +7,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["tiny_resnet", "tiny_bert_folder", "TINY_VOCAB", "image_batch"]
+__all__ = ["tiny_resnet", "tiny_bert_folder", "TINY_VOCAB", "image_batch", "TinyClassifier"]
 
 # Special tokens first (BertTokenizer convention), then a handful of words.
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
     "a man is eating food piece of bread the girl carrying baby good bad movie great terrible "
     "film and it was very not".split()
 )
+
+
+class TinyClassifier(nn.Module):
+    """Linear, ReLU, then a linear head, with the ``forward_features`` a TransferModel has:
+    [B, inputs] -> features [B, hidden] -> logits [B, classes]."""
+
+    def __init__(self, inputs: int = 8, hidden: int = 16, classes: int = 2) -> None:
+        super().__init__()
+        self.body, self.head = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU()), nn.Linear(hidden, classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
 
 
 def tiny_resnet(num_classes: int = 10) -> nn.Module:

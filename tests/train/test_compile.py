@@ -6,27 +6,13 @@ import shutil
 
 import pytest
 import torch
-from torch import nn
+from helpers.tiny import TinyClassifier
 
 from transferkit.train.features import CachedFeatures, extract_features
 from transferkit.train.loop import LoopSettings, fit
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="torch.compile's CPU backend (inductor) needs a C++ compiler")
-
-
-class Tiny(nn.Module):
-    """A two-layer classifier with a ``forward_features`` as TransferModel has."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body, self.head = nn.Sequential(nn.Linear(8, 16), nn.ReLU()), nn.Linear(16, 2)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 def test_compiled_and_eager_steps_give_the_same_losses_and_features() -> None:
@@ -36,7 +22,7 @@ def test_compiled_and_eager_steps_give_the_same_losses_and_features() -> None:
     losses, weights = {}, {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        model = Tiny()
+        model = TinyClassifier()
         settings = LoopSettings(epochs=2, weight_decay=0.0, patience=10, compile=compiled)
         result = fit(model, batches, batches, [{"params": list(model.parameters()), "lr": 1e-2}], settings,
                      phase="fine-tune")
