@@ -61,7 +61,7 @@ def run_cell(data: str, per_class: int, seed: int, suite: list[dict[str, Any]], 
     seed on another thread count or code version moves an end-to-end run by a point or two
     (MNIST 20/class LP-FT: 0.947 in the suite's 1-thread workers, 0.923 on 2 threads), so the
     pick is compared with a best run under the same conditions."""
-    modality, _, test_fraction, _ = data_plan(data, args.max_test)
+    modality, _, test_fraction, _ = data_plan(data, args.max_test, args.test_fraction)
     size = {"image_size": args.image_size} if modality == "image" else {"max_length": args.max_length}
     options = {"per_class": per_class, "seed": seed, "val_fraction": VAL_FRACTION,
                "test_fraction": test_fraction, **size}
@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)  # what the suite's rows were run with
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--max-test", type=int, default=300)
+    parser.add_argument("--test-fraction", type=float,
+                        help="the fixed test fraction the --suite rows were run with (defaults_suite.py --test-fraction)")
     parser.add_argument("--table", help="write the markdown table of --results to this file and stop")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
