@@ -164,3 +164,13 @@ def test_compute_layer_groups_longest_prefix_wins() -> None:
     by_name = {g.name: g.param_names for g in groups}
     assert by_name == {"stem": ["0.0.weight", "0.0.bias"], "inner": ["0.1.weight", "0.1.bias"],
                        "head": ["1.weight", "1.bias"]}
+
+
+def test_prefixes_match_at_dot_boundaries_only() -> None:
+    """``1`` must not claim ``11.weight``; the empty prefix takes what nothing else names; where two
+    rules name one prefix, the first wins."""
+    m = nn.Sequential(*[nn.Linear(1, 1) for _ in range(12)])
+    groups = compute_layer_groups(m, [("rest", [""]), ("one", ["1", "1"]), ("again", ["1"]), ("head", ["11"])], None)
+    by_name = {g.name: g.param_names for g in groups}
+    assert by_name["one"] == ["1.weight", "1.bias"] and by_name["head"] == ["11.weight", "11.bias"]
+    assert "again" not in by_name and len(by_name["rest"]) == 20

@@ -43,16 +43,27 @@ class LayerGroup:
 
 
 def _matcher(rules: GroupRules):
-    """Return ``match(name) -> group or None`` using the longest matching prefix."""
-    prefixes = sorted(
-        ((p, g) for g, ps in rules for p in ps), key=lambda item: len(item[0]), reverse=True
-    )
+    """Return ``match(name) -> group or None`` using the longest matching prefix.
+
+    A prefix matches at dot boundaries, so the candidates for ``name`` are its own dotted
+    prefixes, longest first: a dict lookup each, instead of a scan over every rule's prefix for
+    every parameter and module (a model has hundreds of both, and training asks for the groups
+    a dozen times a run). The empty prefix matches everything, last; where two rules name the
+    same prefix the first wins.
+    """
+    owner: dict[str, str] = {}
+    for group, prefixes in rules:
+        for prefix in prefixes:
+            owner.setdefault(prefix, group)
 
     def match(name: str) -> str | None:
-        for prefix, group in prefixes:
-            if prefix == "" or name == prefix or name.startswith(prefix + "."):
-                return group
-        return None
+        candidate = name
+        while candidate:
+            if candidate in owner:
+                return owner[candidate]
+            cut = candidate.rfind(".")
+            candidate = candidate[:cut] if cut > 0 else ""
+        return owner.get("")
 
     return match
 
