@@ -144,6 +144,21 @@ def test_default_budget_is_a_multiple_of_the_first_run() -> None:
     assert f"{race.BUDGET_FACTOR:g} x the first run" in result.reasons[0]
 
 
+def test_default_budget_is_at_most_a_third_of_compare() -> None:
+    """Tiny data: every run costs about its loading (10 s, 1 s an epoch), so ten first runs would
+    be most of what training every candidate in full costs (10 + 6 x 20 = 130 s)."""
+    cost = {HEAD: (10.0, 0.0), **{n: (10.0, 1.0) for n in "abcdef"}}
+    result, calls, used = run(seven(), cost=cost)
+    assert result.budget == pytest.approx(130.0 / 3, abs=0.01) and not result.budget_given
+    assert used <= 130.0 / 3 + 1.0 and len(calls) < 7
+    assert [c[0] for c in calls][:2] == [HEAD, "a"]  # the priority order still decides who runs
+    assert "0.33 x ~130 s, the estimated cost of training every candidate in full" in result.reasons[0]
+    assert "raise --budget" in " ".join(result.reasons)
+    # a budget the caller gives is kept, whatever compare would cost
+    result, calls, _ = run(seven(), cost=cost, budget=1_000.0)
+    assert result.budget == 1_000.0 and len(calls) > 7
+
+
 def test_time_budget_stops_long_runs() -> None:
     """A run that would not fit what is left gets a time budget and trains fewer epochs; a
     candidate whose rung-0 run would leave no room for the next rung is skipped."""
@@ -195,7 +210,8 @@ def test_failed_candidate_does_not_stop_the_race() -> None:
     assert entry.outcome.startswith("failed: e: no such layer") and entry.val_accuracy is None
     assert result.winner == "b"
     result, calls, _ = run(seven(), fail=(HEAD,))  # the unit is the first run that worked
-    assert result.unit_seconds == 15.0 and result.budget == race.BUDGET_FACTOR * 15.0
+    # 10 x 15 s would be 150 s; six end-to-end runs of 10 + 10 x 5 s are 360 s, a third is 120 s
+    assert result.unit_seconds == 15.0 and result.budget == 120.0
     assert calls[0][0] == HEAD and result.entries[0].outcome.startswith("failed")
     with pytest.raises(tk.TransferkitError, match="measured no strategy"):
         run([Candidate("e", full_epochs=3)], fail=("e",))

@@ -76,7 +76,8 @@ def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
                    "accuracy (default), or give the rule table's answer alone, in seconds.")
 @click.option("--budget", "budget", type=POSITIVE_SECONDS, metavar="SECONDS",
               help=f"Seconds for the race (default: {tk.workflows.RACE_BUDGET_FACTOR:g} x one "
-                   "feature-extraction run on this data).")
+                   "feature-extraction run on this data, at most a third of the estimated cost of "
+                   "training every strategy in full).")
 @click.option("--out", "out", help="Keep the race's run folders and race.json here (default: a temporary folder).")
 @click.option("--pretrained/--no-pretrained", "pretrained", default=None,
               help="Start from pre-trained weights (default) or from random weights.")

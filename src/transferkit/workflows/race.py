@@ -20,7 +20,10 @@ Successive halving (Jamieson and Talwalkar 2016; the resource schedule of Hyperb
 - it stops when one candidate is left, when nothing left can learn more, or when the budget is spent.
 
 **Budget.** Wall-clock seconds for the whole race, by default :data:`BUDGET_FACTOR` times the
-first run (feature extraction, also a candidate; it always runs). Costs are estimated from what
+first run (feature extraction, also a candidate; it always runs), and at most
+:data:`COMPARE_SHARE` of what ``compare`` would spend training every candidate in full, as
+estimated from the runs so far: on a tiny dataset every run costs about what loading the model
+costs, and ten first runs would be most of ``compare``'s time. Costs are estimated from what
 was measured (the candidate's own run, else the last end-to-end run, else shares of the first
 run: ``guess``). In rung 0 candidates run in priority order; once one end-to-end
 run is in, another is admitted only if it and the next rung it implies still fit, so a short
@@ -58,7 +61,7 @@ from ..train import train
 
 __all__ = ["Candidate", "Trial", "RaceEntry", "RaceResult", "Trainer", "successive_halving", "race",
            "candidates_for", "train_trial", "kept_val_accuracy", "tie_tolerance", "check_budget", "check_out",
-           "ETA", "BUDGET_FACTOR", "TIE_MIN", "RACE_JSON"]
+           "ETA", "BUDGET_FACTOR", "COMPARE_SHARE", "TIE_MIN", "RACE_JSON"]
 
 log = logging.getLogger("transferkit")
 
@@ -67,6 +70,9 @@ ETA = 3  # keep the top third at each rung, each with 3x the epochs
 # encodes the train and validation splits; every end-to-end run loads the model too. 10 units
 # measure feature extraction and a few end-to-end candidates for 1 epoch and promote one or two.
 BUDGET_FACTOR = 10.0
+# ... and at most this share of the estimated cost of ``compare`` (every candidate in full): a
+# race that costs more than a third of measuring everything saves the user too little.
+COMPARE_SHARE = 1 / 3
 TIE_MIN = 0.005  # validation accuracies closer than this (or one validation example) are a tie
 RACE_JSON = "race.json"
 
@@ -271,8 +277,10 @@ class _Race:
     """The state of one race: scores, costs, the clock and the table so far."""
 
     def __init__(self, trainer: Trainer, folder: Path, budget: float | None, eta: int,
-                 guess: tuple[float, float], clock: Callable[[], float]) -> None:
-        self.trainer, self.folder, self.total, self.eta, self.clock = trainer, folder, budget, eta, clock
+                 guess: tuple[float, float], clock: Callable[[], float], candidates: Sequence[Candidate],
+                 budget_factor: float) -> None:
+        self.trainer, self.folder, self.given, self.eta, self.clock = trainer, folder, budget, eta, clock
+        self.candidates, self.factor = list(candidates), budget_factor
         self.start = clock()
         self.costs = _Costs(guess)
         self.entries: list[RaceEntry] = []
@@ -281,8 +289,27 @@ class _Race:
         self.rising: dict[str, bool] = {}  # whether its latest run beat the one before
         self.skipped: list[str] = []
 
+    def compare_estimate(self) -> float:
+        """Estimated seconds of ``compare``: every candidate's full run, from the costs so far."""
+        return sum(self.costs.full(c) for c in self.candidates)
+
+    @property
+    def total(self) -> float | None:
+        """The budget: the caller's, else ``factor`` x the first run capped at ``COMPARE_SHARE`` x
+        :meth:`compare_estimate` (re-estimated as runs are measured); ``None`` before the first run."""
+        if self.given is not None:
+            return self.given
+        if self.costs.unit is None:
+            return None
+        return min(self.factor * self.costs.unit, COMPARE_SHARE * self.compare_estimate())
+
+    def capped(self) -> bool:
+        """Whether the default budget is the share of ``compare`` rather than the factor."""
+        return self.given is None and self.costs.unit is not None and self.total < self.factor * self.costs.unit
+
     def left(self) -> float:
-        return (math.inf if self.total is None else self.total) - (self.clock() - self.start)
+        total = self.total
+        return (math.inf if total is None else total) - (self.clock() - self.start)
 
     def grows(self, c: Candidate, rung: int) -> bool:
         """Whether ``c`` would train longer at ``rung`` than it has."""
@@ -310,7 +337,7 @@ class _Race:
         return self.add(RaceEntry(rung, c.strategy, epochs, trial.val_accuracy, round(trial.seconds, 2), outcome,
                                   None if c.head_only else trial.epochs, trial.run_dir))
 
-    def rung(self, alive: Sequence[Candidate], rung: int, budget_factor: float) -> list[RaceEntry]:
+    def rung(self, alive: Sequence[Candidate], rung: int) -> list[RaceEntry]:
         """Train (or carry, or skip) every candidate still in the race at ``rung``."""
         out: list[RaceEntry] = []
         todo = [c for c in alive if rung == 0 or self.grows(c, rung)]
@@ -324,8 +351,6 @@ class _Race:
             if self.costs.unit is None:  # the first run always runs (until one works): the budget's unit
                 out.append(self.run(c, rung, None))
                 admitted.append(c)
-                if self.total is None and self.costs.unit is not None:
-                    self.total = budget_factor * self.costs.unit
                 continue
             first_epoch = self.costs.estimate(c, None if c.head_only else 1)
             # Once an end-to-end run is in rung 0, admit more only if the next rung still fits.
@@ -379,7 +404,8 @@ def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder
         candidates: in priority order; the first is the unit of the default budget.
         trainer: trains one candidate; injected, so the schedule is testable without training.
         folder: where run folders go (``folder/rung<k>-<strategy>``).
-        budget: seconds for the whole race (default ``budget_factor`` x the first run).
+        budget: seconds for the whole race (default ``budget_factor`` x the first run, at most
+            :data:`COMPARE_SHARE` of every candidate's estimated full run).
         eta: keep the top ``1/eta`` each rung, with ``eta`` times the epochs.
         tie: validation accuracies within this are a tie, won by the prior's choice, else the cheaper full run.
         guess: before any end-to-end run is measured, its overhead (loading, encoding, testing)
@@ -400,7 +426,7 @@ def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder
         raise ConfigError("The race has no candidate strategy; register one or use --no-race.")
     if eta < 2:
         raise ConfigError(f"eta: must be at least 2, got {eta!r}.")
-    state = _Race(trainer, folder, budget, eta, guess, clock)
+    state = _Race(trainer, folder, budget, eta, guess, clock, candidates, budget_factor)
     scores, costs = state.scores, state.costs
     prior = list(prior) if prior is not None else [c.strategy for c in candidates if c.prior]
 
@@ -409,7 +435,7 @@ def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder
     alive = list(candidates)
     rung = 0
     while True:
-        entries = state.rung(alive, rung, budget_factor)
+        entries = state.rung(alive, rung)
         pool = sorted((c for c in alive if c.strategy in scores), key=lambda c: (-scores[c.strategy], costs.full(c)))
         if pool:  # a tie with the best is no evidence against the prior: its choice goes first
             tied = [c for c in pool if scores[c.strategy] >= scores[pool[0].strategy] - tie - 1e-12]
@@ -450,7 +476,10 @@ def _reasons(r: RaceResult, pool: Sequence[Candidate], state: _Race, winner: Can
     scores, costs = state.scores, state.costs
     runs = [e for e in r.entries if e.seconds > 0]
     how = f"budget {r.budget:.0f} s"
-    if not r.budget_given:
+    if state.capped():
+        how += (f" = {COMPARE_SHARE:.2f} x ~{state.compare_estimate():.0f} s, the estimated cost of training every candidate "
+                f"in full (compare), less than {factor:g} x the first run's {r.unit_seconds:.1f} s")
+    elif not r.budget_given:
         how += f" = {factor:g} x the first run's {r.unit_seconds:.1f} s"
     out = [(f"Race: {len(runs)} training runs of {len({e.strategy for e in runs})} strategies in {r.seconds:.0f} s "
             f"({how}), successive halving with eta {r.eta} over {r.entries[-1].rung + 1} rung(s): end-to-end "

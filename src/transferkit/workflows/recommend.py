@@ -438,7 +438,8 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
             ``per_class`` training would use.
         race: train the strategies briefly by successive halving and pick on validation
             (``workflows.race``); ``False``: the rule table's answer alone, in seconds.
-        budget: the race's seconds (default ``race.BUDGET_FACTOR`` x one feature-extraction run).
+        budget: the race's seconds (default ``race.BUDGET_FACTOR`` x one feature-extraction run, at
+            most ``race.COMPARE_SHARE`` of every candidate's estimated full run).
         out: keep the race's run folders and race.json here (default: a temporary folder).
         progress: progress bars in the race's runs (default: when stderr is a terminal).
         **options: DataOptions fields (per_class, seed, val_fraction, ...) applied to ``data``,
