@@ -43,7 +43,6 @@ import dataclasses
 import logging
 import math
 import shutil
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from ..io.atomic import atomic_write_json
 from ..io.records import EpochRecord, Phase, read_epoch_records
 from ..strategies import strategy_class, strategy_names
 from ..train import train
+from .race_costs import RunCosts, next_rung_cost
 
 __all__ = ["Candidate", "Trial", "RaceEntry", "RaceResult", "Trainer", "successive_halving", "race",
            "candidates_for", "train_trial", "kept_val_accuracy", "tie_tolerance", "check_budget", "check_out",
@@ -229,50 +229,6 @@ def kept_val_accuracy(records: Sequence[EpochRecord]) -> float | None:
 
 
 # -- the schedule ------------------------------------------------------------------------------
-class _Costs:
-    """Seconds a run will take, from what was measured so far."""
-
-    def __init__(self, guess: tuple[float, float]) -> None:
-        self.guess = guess
-        self.unit: float | None = None  # the first run's seconds
-        self.own: dict[str, tuple[float, float]] = {}  # strategy -> (overhead, seconds per epoch)
-        self.last: tuple[float, float] | None = None  # the last end-to-end run's
-
-    def record(self, c: Candidate, trial: Trial) -> None:
-        if self.unit is None and trial.val_accuracy is not None:  # the first run that worked
-            self.unit = trial.seconds
-        if c.head_only:
-            self.own[c.strategy] = (trial.seconds, 0.0)
-        elif trial.epochs:
-            per = trial.epoch_seconds / trial.epochs
-            self.own[c.strategy] = self.last = (max(trial.seconds - trial.epoch_seconds, 0.0), per)
-
-    def split(self, c: Candidate) -> tuple[float, float]:
-        """(overhead, seconds per epoch) of a run of ``c``."""
-        unit = self.unit or 0.0
-        if c.head_only:
-            return self.own.get(c.strategy, (unit, 0.0))
-        return self.own.get(c.strategy) or self.last or (unit * self.guess[0], unit * self.guess[1])
-
-    def estimate(self, c: Candidate, epochs: int | None) -> float:
-        overhead, per = self.split(c)
-        return overhead + per * (epochs or 0)
-
-    def full(self, c: Candidate) -> float:
-        """Estimated seconds of the run the recommendation would make (the tie-break)."""
-        return self.estimate(c, c.full_epochs)
-
-
-def _next_rung_cost(admitted: Sequence[Candidate], rung: int, costs: _Costs, eta: int) -> float:
-    """Estimated seconds of the rung after ``rung`` if ``admitted`` race in this one: the top
-    ``1/eta`` go on, end-to-end ones in the same share as now, at least one (the challenger)."""
-    growing = [c for c in admitted if not c.head_only]
-    if not growing:
-        return 0.0
-    survivors = max(1.0, math.ceil(len(admitted) / eta) * len(growing) / len(admitted))
-    return survivors * statistics.mean(costs.estimate(c, c.epochs_at(rung + 1, eta)) for c in growing)
-
-
 class _Race:
     """The state of one race: scores, costs, the clock and the table so far."""
 
@@ -282,7 +238,7 @@ class _Race:
         self.trainer, self.folder, self.given, self.eta, self.clock = trainer, folder, budget, eta, clock
         self.candidates, self.factor = list(candidates), budget_factor
         self.start = clock()
-        self.costs = _Costs(guess)
+        self.costs = RunCosts(guess)
         self.entries: list[RaceEntry] = []
         self.scores: dict[str, float] = {}  # latest validation accuracy per strategy
         self.ran: dict[str, int | None] = {}  # epochs asked of each candidate's latest run
@@ -355,7 +311,7 @@ class _Race:
             first_epoch = self.costs.estimate(c, None if c.head_only else 1)
             # Once an end-to-end run is in rung 0, admit more only if the next rung still fits.
             reserve = rung == 0 and any(not a.head_only for a in admitted)
-            need = first_epoch + (_next_rung_cost([*admitted, c], rung, self.costs, self.eta) if reserve else 0.0)
+            need = first_epoch + (next_rung_cost([*admitted, c], rung, self.costs, self.eta) if reserve else 0.0)
             if need > self.left():
                 why = f"budget: ~{need:.0f} s needed, {max(self.left(), 0):.0f} s left"
                 if c.strategy in self.scores:  # keeps its earlier score
@@ -366,7 +322,7 @@ class _Race:
                     out.append(self.add(RaceEntry(rung, c.strategy, epochs, None, 0.0, f"skipped ({why})")))
                 continue
             waiting = todo[todo.index(c):]
-            later = _next_rung_cost([*admitted, *waiting], rung, self.costs, self.eta) if rung == 0 else 0.0
+            later = next_rung_cost([*admitted, *waiting], rung, self.costs, self.eta) if rung == 0 else 0.0
             allowed = max((self.left() - later) / len(waiting), first_epoch)
             time_budget = None
             if not c.head_only and (epochs or 0) > 1 and self.costs.estimate(c, epochs) > allowed:
