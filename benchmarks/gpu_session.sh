@@ -22,7 +22,7 @@ PARTS=${*:-tests images lora}  # a subset, e.g. `images`, when the device time l
     case $part in
       tests) timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/gpu ;;
       images) timeout 300 "$PY" benchmarks/gpu_images.py --images 4096 --batch 128 --epochs 3 ;;
-      lora) timeout 150 "$PY" benchmarks/lora_speed.py --device cuda --compile --json "$DEST/lora_speed-cuda.json" ;;
+      lora) timeout 150 "$PY" benchmarks/lora_speed.py --device cuda --compile --cuda-graphs --json "$DEST/lora_speed-cuda.json" ;;
       *) echo "unknown part $part (tests, images, lora)"; continue ;;
     esac
     echo "$part exit status $?"

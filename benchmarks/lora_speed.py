@@ -11,12 +11,16 @@ model against the base model.
 - CPU (default): ``builtin:minilm``, sequence 128, batch 16, float32.
 - ``--device cuda``: a randomly initialised BERT-base (the bert-base-uncased config, MiniLM's
   vocabulary; nothing is downloaded), sequence 128, batch 32, bf16 autocast; ``--compile`` adds a
-  second pass with ``torch.compile`` on every model.
+  second pass with ``torch.compile`` on every model; ``--cuda-graphs`` a pass that captures each
+  model's whole step (forward, backward, a capturable fused AdamW) as one CUDA graph and replays
+  it, so that a step costs one launch instead of one per kernel (issue 17: the eager LoRA step on
+  an H200 is bound by launches and Python dispatch). A variant whose capture fails is reported
+  with its error and the other passes still run.
 
 Targets (issue 4): transferkit's step <= 0.8x PEFT's; peak memory <= PEFT's; merged inference
 within 3% of the base model.
 
-Run: .venv/bin/python benchmarks/lora_speed.py [--device cpu|cuda] [--rounds 7] [--compile]
+Run: .venv/bin/python benchmarks/lora_speed.py [--device cpu|cuda] [--rounds 7] [--compile] [--cuda-graphs]
 """
 
 from __future__ import annotations
@@ -99,14 +103,17 @@ class Stepper:
     """One training step of a model: forward, loss, backward, AdamW step."""
 
     def __init__(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
-                 device: torch.device, compiled: bool) -> None:
+                 device: torch.device, compile_mode: str | None) -> None:
         self.model, self.inputs, self.labels, self.device = model.train(), inputs, labels, device
-        self.forward = torch.compile(model) if compiled else model
+        self.forward = model if compile_mode is None else torch.compile(model, mode=compile_mode)
+        self.mark_steps = compile_mode == "reduce-overhead"  # CUDA graph trees: one step per replay
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.01)
         self.losses: list[float] = []
 
     def __call__(self) -> float:
+        if self.mark_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(self.device, "bf16" if self.device.type == "cuda" else "fp32"):
             logits = self.forward(self.inputs)
         loss = F.cross_entropy(logits.float(), self.labels)
@@ -120,6 +127,45 @@ class Stepper:
         """Optimizer state (AdamW's two moments per trainable parameter) in MB."""
         return sum(t.numel() * t.element_size() for s in self.opt.state.values()
                    for t in s.values() if torch.is_tensor(t)) / 2**20
+
+
+class GraphedStepper(Stepper):
+    """The same step captured once as a CUDA graph and replayed (CUDA only).
+
+    The inputs and labels stay at fixed addresses (a training loop would copy each batch into
+    them); gradients are set to None before the capture, so the captured backward writes fresh
+    ones that every replay overwrites; the fused AdamW is ``capturable`` (its step count lives on
+    the device). Autocast's weight-cast cache must be off inside a graph.
+    """
+
+    def __init__(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                 device: torch.device, compile_mode: str | None = None) -> None:
+        super().__init__(model, inputs, labels, device, compile_mode=None)
+        self.opt = torch.optim.AdamW(self.params, lr=LR, weight_decay=0.01, fused=True, capturable=True)
+        side = torch.cuda.Stream()  # warm-up on a side stream, as torch.cuda.graph's docs ask
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # cuBLAS workspaces, the optimizer's state, autograd's buffers
+                self.opt.zero_grad(set_to_none=True)
+                self._loss_step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_loss = self._loss_step()
+
+    def _loss_step(self) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            logits = self.model(self.inputs)
+        loss = F.cross_entropy(logits.float(), self.labels)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def __call__(self) -> float:
+        self.graph.replay()
+        self.losses.append(self.static_loss.item())  # the same synchronisation as the eager step
+        return self.losses[-1]
 
 
 def _rss_mb(field: str) -> float:
@@ -169,8 +215,16 @@ def check_same_start(variants: dict[str, nn.Module], inputs: dict[str, torch.Ten
     return max((o - outs[0]).abs().max().item() for o in outs[1:])
 
 
-def train_pass(variants: dict[str, nn.Module], inputs, labels, device, rounds: int, compiled: bool) -> dict[str, Any]:
-    steppers = {n: Stepper(m, inputs, labels, device, compiled) for n, m in variants.items()}
+def train_pass(variants: dict[str, nn.Module], inputs, labels, device, rounds: int, compile_mode: str | None = None,
+               stepper: type[Stepper] = Stepper) -> dict[str, Any]:
+    steppers: dict[str, Stepper] = {}
+    for n, m in variants.items():
+        try:
+            steppers[n] = stepper(m, inputs, labels, device, compile_mode)
+        except RuntimeError as exc:  # e.g. a host synchronisation inside a CUDA graph capture
+            print(f"{n}: {stepper.__name__} failed: {str(exc).splitlines()[0]}")
+    if set(steppers) != set(variants):
+        return {}
     for s in steppers.values():  # warm-up: allocations, optimizer state, compilation
         s(), s()
     times = interleaved(steppers, rounds, device)
@@ -232,6 +286,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="batch size (default 16 on CPU, 32 on CUDA)")
     parser.add_argument("--rounds", type=int, help="timed steps per variant (default 7 CPU, 30 CUDA)")
     parser.add_argument("--compile", action="store_true", help="also time every model under torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time every model's whole step captured as a CUDA graph (--device cuda)")
     parser.add_argument("--json", help="write the results to this JSON file")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -249,19 +305,33 @@ def main() -> None:
           f"{'; bf16 autocast' if device.type == 'cuda' else '; float32'}")
     print(f"max output difference at the start (all three equal): {check_same_start(variants, inputs, device):.2e}")
     results: dict[str, Any] = {"device": name, "batch": batch, "rounds": rounds}
-    train = train_pass(variants, inputs, labels, device, rounds, compiled=False)
-    results["eager"] = {"train": train}
-    if args.compile:
-        compiled = train_pass(variants, inputs, labels, device, rounds, compiled=True)
-        results["compiled"] = {"train": compiled}
-    infer = inference_pass(variants, inputs, device, rounds * 3)
-    results["eager"]["inference"] = infer
-    results["eager"]["ratios"] = report("eager", train, infer)
-    if args.compile:
-        results["compiled"]["ratios"] = report("torch.compile", results["compiled"]["train"], None)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
+    def save() -> None:  # after every pass: a run cut short by a time cap keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+    train = train_pass(variants, inputs, labels, device, rounds)
+    infer = inference_pass(variants, inputs, device, rounds * 3)
+    results["eager"] = {"train": train, "inference": infer, "ratios": report("eager", train, infer)}
+    save()
+    passes: list[tuple[str, str, dict[str, Any]]] = []  # (results key, title, train_pass arguments)
+    if args.cuda_graphs and device.type == "cuda":
+        passes.append(("compiled-cuda-graphs", "torch.compile, mode reduce-overhead (CUDA graph trees)",
+                       {"compile_mode": "reduce-overhead"}))
+        # The hand capture last: a failed capture can leave the CUDA context unusable. No mask:
+        # transformers tests a mask of ones on the host, a synchronisation a capture cannot hold;
+        # without it the same attention is computed.
+        passes.append(("cuda-graphs", "CUDA graph of the whole step (hand capture)",
+                       {"stepper": GraphedStepper, "inputs": {k: v for k, v in inputs.items() if k != "attention_mask"}}))
+    if args.compile:
+        passes.insert(0, ("compiled", "torch.compile", {"compile_mode": "default"}))
+    for key, title, options in passes:
+        options = {"inputs": inputs, **options}
+        measured = train_pass(variants, labels=labels, device=device, rounds=rounds, **options)
+        results[key] = {"train": measured}
+        if measured:
+            results[key]["ratios"] = report(title, measured, None)
+        save()
 
 if __name__ == "__main__":
     main()
