@@ -13,7 +13,7 @@ little data has.
 
 Run:  .venv/bin/python benchmarks/defaults_suite.py --results benchmarks/results/defaults.jsonl
       [--datasets builtin:mnist,...] [--per-class 5,20,100] [--seeds 0,1] [--strategies all]
-      [--image-size 128] [--max-length 128] [--max-test 500]
+      [--image-size 128] [--max-length 128] [--max-test 500] [--lr 1e-4 (a candidate default)]
       .venv/bin/python benchmarks/defaults_suite.py --results ... --table docs/defaults-table.md
 """
 
@@ -67,6 +67,7 @@ def data_plan(data: str, max_test: int, test_fraction: float | None = None) -> t
 def run_cell(data: str, modality: str, per_class: int, seed: int, strategy: str, test_fraction: float,
              args: argparse.Namespace) -> dict[str, Any]:
     size = {"image_size": args.image_size} if modality == "image" else {"max_length": args.max_length}
+    trial = {} if args.lr is None else {"lr": args.lr}  # a candidate default, tried before it is one
     out = Path(tempfile.mkdtemp(prefix="tk-suite-"))
     shutil.rmtree(out)
     try:
@@ -74,14 +75,14 @@ def run_cell(data: str, modality: str, per_class: int, seed: int, strategy: str,
                              seed=seed, val_fraction=VAL_FRACTION, test_fraction=test_fraction,
                              # the table's cells were measured in fp32 (the default here); auto
                              # would train text in bf16 on CPUs with native bf16 and mix the table
-                             precision=args.precision, out=str(out), **size)
+                             precision=args.precision, out=str(out), **size, **trial)
         started = time.perf_counter()
         result = train(config, progress=False)
         metrics = result.metrics
         return {"data": data, "per_class": per_class, "seed": seed, "strategy": strategy,
                 "accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "n_test": metrics.n,
                 "seconds": round(time.perf_counter() - started, 1), "best_epoch": metrics.best_epoch,
-                "head": metrics.head, "precision": metrics.precision, **size}
+                "head": metrics.head, "precision": metrics.precision, **size, **trial}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -177,6 +178,9 @@ def main() -> None:
                         help="a fixed test fraction instead of 0.15 capped by --max-test (faces: 0.64 gives "
                              "128 test images instead of 30); write its rows to another folder: done cells are "
                              "read per folder")
+    parser.add_argument("--lr", type=float,
+                        help="the learning rate every run uses instead of its strategy's default (to try a "
+                             "candidate default on the suite); write its rows to another folder")
     parser.add_argument("--table", help="write the markdown table of --results to this file and stop")
     parser.add_argument("--threads", type=int, help="torch threads (two 1-thread workers beat one 2-thread one)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
