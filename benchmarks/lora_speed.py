@@ -327,11 +327,13 @@ def main() -> None:
         passes.insert(0, ("compiled", "torch.compile", {"compile_mode": "default"}))
     for key, title, options in passes:
         options = {"inputs": inputs, **options}
+        torch._dynamo.reset()  # each pass compiles all three models afresh, within dynamo's recompile limit
         measured = train_pass(variants, labels=labels, device=device, rounds=rounds, **options)
         results[key] = {"train": measured}
         if measured:
             results[key]["ratios"] = report(title, measured, None)
         save()
+
 
 if __name__ == "__main__":
     main()
