@@ -20,7 +20,7 @@ import yaml
 import transferkit as tk
 
 __all__ = ["CHROMIUM", "Browser", "Client", "browser_args", "record", "screenshot", "sync_api_or_skip", "wait_for",
-           "write_run"]
+           "wait_for_data", "write_run"]
 
 CHROMIUM = "/usr/bin/chromium"
 browser_args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -145,6 +145,14 @@ def screenshot(page: Any, name: str) -> Path:
     page.set_viewport_size({"width": 1280, "height": 800})
     page.screenshot(path=str(path))
     return path
+
+
+def wait_for_data(page: Any, element_id: str, key: str, value: str, timeout_ms: float = 30000) -> None:
+    """Wait until ``#element_id``'s ``dataset[key]`` (camelCase: ``valPoints`` for ``data-val-points``)
+    reads ``value``. An element that is not there yet (the page still navigating after a click, or
+    not rendered) is waited for: a predicate that threw would fail the test at once."""
+    page.wait_for_function("([id, key, value]) => document.getElementById(id)?.dataset[key] === value",
+                           arg=[element_id, key, value], timeout=timeout_ms)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

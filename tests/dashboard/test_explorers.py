@@ -15,7 +15,7 @@ from transferkit import workflows
 from transferkit.workflows.efficiency_report import write_outputs
 from transferkit.workflows.multiplier import headline
 
-from .harness import screenshot, write_run
+from .harness import screenshot, wait_for_data, write_run
 
 
 def _url(browser: Any, path: str) -> str:
@@ -88,7 +88,7 @@ def test_lora_study_preselects_its_model(browser, roots: Path) -> None:
     workflows.explore_lora("torchvision:resnet18", ranks=[4], targets=["layer3,layer4"], out=roots / "lora-r18")
     page = browser.page
     page.goto(_url(browser, "/lora?study=0/lora-r18"))
-    page.wait_for_function("() => document.getElementById('main')?.dataset.state === 'ready'", timeout=20000)
+    wait_for_data(page, "main", "state", "ready", timeout_ms=20000)
     assert page.input_value("#model") == "torchvision:resnet18"
     assert page.input_value("#targets") == "layer3,layer4"
     assert "lora-r18" in page.inner_text("#study-note")
@@ -114,7 +114,7 @@ def test_freezing_slider_reads_the_cli_numbers(browser, capsys, roots: Path, tmp
     _freezing_study(roots, rows)
     page = browser.page
     page.goto(_url(browser, "/freezing"))
-    page.wait_for_function("() => document.getElementById('main')?.dataset.state === 'ready'", timeout=20000)
+    wait_for_data(page, "main", "state", "ready", timeout_ms=20000)
     assert page.get_attribute("#depth", "max") == str(len(rows) - 1)
     for row in reversed(rows):
         k = row["frozen_groups"]
@@ -163,7 +163,7 @@ def test_transferability_pages(browser, client, roots: Path) -> None:
     page = browser.page
     page.goto(_url(browser, "/transferability"))
     page.click("text=transferability-r18")
-    page.wait_for_function("() => document.getElementById('chart')?.dataset.points === '10'")
+    wait_for_data(page, "chart", "points", "10")
     assert page.locator("#chart canvas").count() == 1
     assert page.locator("#points tbody tr").count() == 10
     assert "peaks after layer3" in page.inner_text("#summary-text")
@@ -205,13 +205,13 @@ def test_efficiency_pages(browser, client, roots: Path) -> None:
     page = browser.page
     page.goto(_url(browser, "/efficiency"))
     page.click("text=efficiency-lite0")
-    page.wait_for_function("() => document.getElementById('chart')?.dataset.sizes === '5,20'")
+    wait_for_data(page, "chart", "sizes", "5,20")
     assert page.locator("#chart canvas").count() == 1
     assert "5/class: transfer (fine-tune" in page.inner_text("#headline")
     assert page.locator("#points tbody tr").count() == 12
     box = page.locator("#chart .u-over").bounding_box()
     page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)  # the cursor snaps to 20/class
-    page.wait_for_function("() => document.getElementById('hover')?.dataset.perClass === '20'")
+    wait_for_data(page, "hover", "perClass", "20")
     hover = page.inner_text("#hover")
     assert "scratch · 20/class · seed 1 · accuracy 0.5900" in hover and hover.count("seed") == 6
     assert page.get_attribute("#hover a", "href") == "/run/0/eff-run"

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from .harness import record, screenshot, write_run
+from .harness import record, screenshot, wait_for_data, write_run
 
 
 def _rows(page) -> list[str]:
@@ -45,7 +45,7 @@ def test_run_page_curves_grow_while_the_run_writes(browser, roots: Path) -> None
     try:
         page = browser.page
         page.goto(f"http://127.0.0.1:{browser.origin.rsplit(':', 1)[1]}/run/0/live")
-        page.wait_for_function("() => document.getElementById('chart-accuracy')?.dataset.valPoints === '2'")
+        wait_for_data(page, "chart-accuracy", "valPoints", "2")
         assert page.inner_text("#run-status") == "running"
         assert "phase: fine-tune" in page.inner_text("#events")
         unfreeze = record(2, 0.6, events=[])
@@ -54,7 +54,7 @@ def test_run_page_curves_grow_while_the_run_writes(browser, roots: Path) -> None
         written = time.monotonic()
         with open(run / "metrics.jsonl", "a") as f:
             f.write(json.dumps(data) + "\n")
-        page.wait_for_function("() => document.getElementById('chart-accuracy')?.dataset.valPoints === '3'", timeout=2000)
+        wait_for_data(page, "chart-accuracy", "valPoints", "3", timeout_ms=2000)
         assert time.monotonic() - written < 2.0  # the issue: shown within 2 seconds of the line
         assert "unfrozen: layer3" in page.inner_text("#events")
     finally:
