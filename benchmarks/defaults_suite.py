@@ -41,8 +41,9 @@ MODELS = {"image": "builtin:efficientnet_lite0", "text": "builtin:minilm"}
 VAL_FRACTION = 0.15
 
 
-def cell_key(row: dict[str, Any]) -> tuple[str, int, int, str]:
-    return row["data"], row["per_class"], row["seed"], row["strategy"]
+def cell_key(row: dict[str, Any]) -> tuple[str, int, int, str, float | None]:
+    """What makes a run a cell: a trial ``--lr`` row is not the default's cell (``lr`` None)."""
+    return row["data"], row["per_class"], row["seed"], row["strategy"], row.get("lr")
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -101,7 +102,7 @@ def run_suite(args: argparse.Namespace) -> None:
                 if per_class > smallest * (1 - VAL_FRACTION - test_fraction):
                     continue  # the data does not allow this size
                 for strategy in strategies:
-                    if (data, per_class, seed, strategy) in done:
+                    if (data, per_class, seed, strategy, args.lr) in done:
                         continue
                     row = run_cell(data, modality, per_class, seed, strategy, test_fraction, args)
                     with results_path.open("a") as f:
@@ -180,7 +181,8 @@ def main() -> None:
                              "read per folder")
     parser.add_argument("--lr", type=float,
                         help="the learning rate every run uses instead of its strategy's default (to try a "
-                             "candidate default on the suite); write its rows to another folder")
+                             "candidate default on the suite); its rows are cells of their own, but --table "
+                             "would mix them with the default's: write them to another folder")
     parser.add_argument("--table", help="write the markdown table of --results to this file and stop")
     parser.add_argument("--threads", type=int, help="torch threads (two 1-thread workers beat one 2-thread one)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
