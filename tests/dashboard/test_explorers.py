@@ -38,7 +38,7 @@ def _choose_lora(page: Any, model: str, targets: str) -> None:
     page.fill("#targets", targets)
     page.click("#count")
     page.wait_for_function(f"() => document.getElementById('main')?.dataset.state === 'ready' && "
-                           f"document.getElementById('what').textContent.startsWith({json.dumps(model)})",
+                           f"document.getElementById('what')?.textContent.startsWith({json.dumps(model)})",
                            timeout=20000)
 
 
