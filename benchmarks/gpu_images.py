@@ -46,7 +46,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -189,6 +189,7 @@ def loader_rate(spec: str, folder: Path, device: torch.device, batch: int, batch
                          num_workers=loader_workers(None, device), pin_memory=device.type == "cuda")
     iterator, seen = iter(loader), 0
     next(iterator)  # workers started
+    batches = min(batches, len(loader) - 1)  # one pass: 4096 images at batch 128 hold 25 train batches
     start = time.perf_counter()
     for _ in range(batches):
         inputs, _ = next(iterator)
@@ -234,28 +235,36 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "n/a"
 
 
-def bench_model(spec: str, folder: Path, work: Path, args: argparse.Namespace, device: torch.device) -> dict:
+def bench_model(spec: str, folder: Path, work: Path, args: argparse.Namespace, device: torch.device,
+                save: Callable[[dict[str, Any]], None]) -> dict:
+    """One model's row; each figure is printed and ``save``d as it comes, so a run cut short (a
+    lent GPU's minutes are few) still brings back what it measured."""
     compile = not args.no_compile
-    row: dict[str, Any] = {"model": spec, "ceiling": ceilings(spec, args.batch, args.steps, device, compile)}
     name = spec.replace(":", "_")
-    row["finetune_cached"] = transferkit_finetune(spec, folder, work / f"{name}-ft", device, args.batch,
-                                                  args.epochs, compile, None)
-    row["finetune_jpeg"] = transferkit_finetune(spec, folder, work / f"{name}-ft-jpeg", device, args.batch,
-                                                args.epochs, compile, 0)
-    row["encode"] = transferkit_encode(spec, folder, work / f"{name}-fe", device, args.batch, compile)
-    row["input_loader"] = loader_rate(spec, folder, device, args.batch, args.steps)
-    row["input_device_decode"] = device_decode_rate(folder, device, args.batch, args.steps)
-    c = row["ceiling"]
+    row: dict[str, Any] = {"model": spec, "batch": args.batch, "compile": compile}
+    c = row["ceiling"] = ceilings(spec, args.batch, args.steps, device, compile)
     print(f"\n{spec} (batch {args.batch}, compile {compile})")
-    print(f"  ceiling: train {c['train']:8.1f} img/s   encode {c['encode']:8.1f} img/s")
-    for key, label, ceiling in (("finetune_cached", "fine-tune, decoded cache", c["train"]),
-                                ("finetune_jpeg", "fine-tune, JPEG each epoch", c["train"]),
-                                ("encode", "feature extraction", c["encode"])):
+    print(f"  ceiling: train {c['train']:8.1f} img/s   encode {c['encode']:8.1f} img/s", flush=True)
+    save(row)
+    runs = (("finetune_cached", "fine-tune, decoded cache", c["train"],
+             lambda: transferkit_finetune(spec, folder, work / f"{name}-ft", device, args.batch, args.epochs,
+                                          compile, None)),
+            ("finetune_jpeg", "fine-tune, JPEG each epoch", c["train"],
+             lambda: transferkit_finetune(spec, folder, work / f"{name}-ft-jpeg", device, args.batch,
+                                          args.epochs, compile, 0)),
+            ("encode", "feature extraction", c["encode"],
+             lambda: transferkit_encode(spec, folder, work / f"{name}-fe", device, args.batch, compile)))
+    for key, label, ceiling, measure in runs:
+        row[key] = measure()
         rate = row[key]["rate"]
         shown = f"{rate:8.1f}" if rate else "     n/a"
-        print(f"  {label:28s} {shown} img/s  = {_ratio(rate, ceiling)} of the ceiling")
+        print(f"  {label:28s} {shown} img/s  = {_ratio(rate, ceiling)} of the ceiling", flush=True)
+        save(row)
+    row["input_loader"] = loader_rate(spec, folder, device, args.batch, args.steps)
+    row["input_device_decode"] = device_decode_rate(folder, device, args.batch, args.steps)
     print(f"  input alone: loader {row['input_loader']:.1f} img/s, "
-          f"decode on the device {row['input_device_decode']:.1f} img/s")
+          f"decode on the device {row['input_device_decode']:.1f} img/s", flush=True)
+    save(row)
     return row
 
 
@@ -282,8 +291,9 @@ def main() -> None:
                   "args": vars(args)}
         rows: list[dict[str, Any]] = []
         for spec in args.models.split(","):  # the first model first: a run cut short keeps its row
-            rows.append(bench_model(spec, folder, work, args, device))
-            _write({"header": header, "rows": rows}, device)
+            done = list(rows)
+            rows.append(bench_model(spec, folder, work, args, device,
+                                    lambda row: _write({"header": header, "rows": [*done, row]}, device)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
