@@ -294,7 +294,8 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="also time every model's whole step captured as a CUDA graph (--device cuda)")
     parser.add_argument("--json", help="write the results to this JSON file")
-    parser.add_argument("--tokenizer-dir", help="MiniLM's tokenizer files for the CUDA BERT-base (default: the package's)")
+    parser.add_argument("--tokenizer-dir",
+                        help="MiniLM's tokenizer files for the CUDA BERT-base (default: the package's)")
     args = parser.parse_args()
     device = torch.device(args.device)
     batch = args.batch or (16 if device.type == "cpu" else 32)

@@ -48,3 +48,35 @@ def test_adamw_is_fused_on_cuda_only() -> None:
     assert on_cuda.opt.defaults["fused"] is True
     params = [{"params": [nn.Parameter(torch.zeros(2))], "lr": 1e-3}]
     assert not _Optimizer(params, LoopSettings(epochs=1, weight_decay=0.0), 1).opt.defaults["fused"]
+
+
+class _WatchedMoves(torch.Tensor):
+    """A batch tensor that records the ``non_blocking`` flag of each ``.to`` called on it."""
+
+    moves: list[bool] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.to:
+            cls.moves.append(bool(kwargs.get("non_blocking", False)))
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+
+def test_a_training_step_moves_its_inputs_and_labels_without_blocking_the_host() -> None:
+    # A blocking host-to-device copy waits for every kernel queued before it: one per step keeps
+    # the host from running ahead of the GPU (tests/gpu counts the syncs themselves on CUDA).
+    from helpers.tiny import TinyClassifier
+
+    from transferkit.train.loop import fit
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 8, generator=g).as_subclass(_WatchedMoves),
+                torch.randint(0, 2, (4,), generator=g).as_subclass(_WatchedMoves)) for _ in range(3)]
+    _WatchedMoves.moves = []
+    model = TinyClassifier(8, 16, 2)
+    fit(model, batches, batches[:1], [{"params": list(model.parameters()), "lr": 1e-3}],
+        LoopSettings(epochs=1, weight_decay=0.0, patience=10), phase="fine-tune")
+    assert len(_WatchedMoves.moves) >= 2 * len(batches)  # inputs and labels of each training step
+    assert all(_WatchedMoves.moves), _WatchedMoves.moves

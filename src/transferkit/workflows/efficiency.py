@@ -244,7 +244,7 @@ class _Study:
         for i, (inputs, labels) in enumerate(batches):
             if i == 1:  # the first step allocates and warms up; it is not timed
                 start = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(move_to(inputs, self.device)), labels.to(self.device))
+            loss = torch.nn.functional.cross_entropy(model(move_to(inputs, self.device)), move_to(labels, self.device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
