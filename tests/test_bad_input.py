@@ -190,6 +190,7 @@ def test_numbers_are_finite_and_in_range(capsys, tmp_path, args, fragments) -> N
     ("lr: nan", ["lr", "finite"]),  # text to YAML 1.1, a float to Python
     ("epochs: ten", ["epochs", "whole number", "'ten'"]),
     ("patiense: 3", ["patiense", "did you mean patience?"]),
+    ("compile_mode: fast", ["compile_mode", "reduce-overhead", "'fast'"]),
 ])
 def test_yaml_config_values(capsys, tmp_path, text, fragments) -> None:
     path = tmp_path / "c.yaml"

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 CUDA = torch.device("cuda")
 
 
-def _run(folder: Path, out: Path, **options) -> dict:
-    cfg = tk.TrainConfig(model="torchvision:resnet18", data=str(folder), pretrained=False, strategy="full",
+def _run(folder: Path, out: Path, strategy: str = "full", **options) -> dict:
+    cfg = tk.TrainConfig(model="torchvision:resnet18", data=str(folder), pretrained=False, strategy=strategy,
                          epochs=3, patience=10, batch_size=8, device="cuda", out=str(out), **options)
     tk.train(cfg)
     return json.loads((out / "test_metrics.json").read_text())
@@ -41,6 +41,19 @@ def test_a_full_run_trains_on_cuda_in_bf16_and_compiled(digit_folder: Path, tmp_
     assert compiled["epochs"] == 3 and compiled["precision"] == expected
     # same seed, same batches: the compiled steps' first-epoch loss is the eager one's (bf16 rounding apart)
     first = [read_metrics(tmp_path / name)[0].train_loss for name in ("eager", "compiled")]
+    assert first[1] == pytest.approx(first[0], rel=0.05)
+
+
+def test_a_lora_run_trains_under_cuda_graphs(digit_folder: Path, tmp_path: Path) -> None:
+    from torch._dynamo.utils import counters
+
+    eager = _run(digit_folder, tmp_path / "eager", strategy="lora", precision="auto")
+    counters.clear()
+    graphed = _run(digit_folder, tmp_path / "graphed", strategy="lora", precision="auto",
+                   compile_mode="reduce-overhead")
+    assert graphed["epochs"] == 3 and eager["epochs"] == 3
+    assert counters["inductor"]["cudagraph_skips"] == 0  # the steps did replay from CUDA graphs
+    first = [read_metrics(tmp_path / name)[0].train_loss for name in ("eager", "graphed")]
     assert first[1] == pytest.approx(first[0], rel=0.05)
 
 

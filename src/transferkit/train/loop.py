@@ -52,6 +52,7 @@ class LoopSettings:
     dist: Distributed = SINGLE  # this process's place in a data-parallel run
     seed: int = 0  # ranks after 0 draw their random streams from it (Distributed.reseed)
     compile: bool = False  # torch.compile the (DDP-wrapped) model for the training steps
+    compile_mode: str = "default"  # torch.compile's mode; reduce-overhead: CUDA graph trees
 
 
 @dataclass
@@ -271,7 +272,10 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
     # scaler is a pass-through for fp32 and bf16
     scaler = torch.amp.GradScaler(settings.device.type, enabled=settings.precision == "fp16")
     global_size = getattr(getattr(loader, "batch_sampler", None), "global_size", None)
+    graphs = settings.compile and settings.compile_mode == "reduce-overhead"
     for batch, (inputs, targets) in enumerate(progress.batches(loader, desc, len(loader)), start=1):
+        if graphs:  # a new step: the graphs may overwrite the last step's outputs (none is kept)
+            torch.compiler.cudagraph_mark_step_begin()
         optim.set_lrs(state.step)
         real = int((targets != IGNORE).sum())  # on the host, before the move: no device sync
         total = global_size(batch - 1) if global_size is not None else real
@@ -299,7 +303,7 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
 def _compiled(net: nn.Module, settings: LoopSettings) -> nn.Module:
     """``net`` under torch.compile with ``--compile`` (the DDP wrapper inside, so DDP's
     optimizer splits the graph at its buckets); otherwise ``net``."""
-    return torch.compile(net) if settings.compile else net
+    return torch.compile(net, mode=settings.compile_mode) if settings.compile else net
 
 
 def _overfitting(record: EpochRecord, state: LoopState, settings: LoopSettings) -> str | None:

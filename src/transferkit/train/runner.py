@@ -171,7 +171,7 @@ class _Trainer:
             warmup_fraction=cfg.warmup_fraction, grad_clip=cfg.grad_clip,
             label_smoothing=cfg.label_smoothing, patience=own.get("patience", cfg.patience),
             precision=self.precision, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
-            dist=self.ctx, seed=cfg.seed, compile=cfg.compile,
+            dist=self.ctx, seed=cfg.seed, compile=cfg.compile, compile_mode=cfg.compile_mode,
         )
 
     def encode(self, name: str) -> CachedFeatures | None:
