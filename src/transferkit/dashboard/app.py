@@ -90,19 +90,20 @@ def folder_or_404(request: Request, key: str = "id") -> tuple[str, Path]:
     return folder_id, context.roots.folder(folder_id)
 
 
-def _summary_dict(roots: Roots, summary: workflows.FolderSummary) -> dict[str, Any]:
+def _summary_dict(roots: Roots, summary: workflows.FolderSummary,
+                  real_parents: dict[Path, Path] | None = None) -> dict[str, Any]:
     values = summary.to_dict()
-    values["id"] = roots.id_of(summary.path)
-    values["parent_id"] = roots.id_of(summary.parent) if summary.parent else None
+    values["id"] = roots.id_of(summary.path, real_parents)
+    values["parent_id"] = roots.id_of(summary.parent, real_parents) if summary.parent else None
     values["name"] = summary.path.name if summary.parent is None else f"{summary.parent.name}/{summary.path.name}"
     return values
 
 
 def folder_summaries(roots: Roots) -> list[dict[str, Any]]:
-    rows = []
+    rows, real_parents = [], {}
     for summary in workflows.find_folders(roots.paths):
         try:
-            rows.append(_summary_dict(roots, summary))
+            rows.append(_summary_dict(roots, summary, real_parents))
         except NotInRoots:  # a folder reached through a symlink out of the roots
             continue
     return rows

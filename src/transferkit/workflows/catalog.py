@@ -99,10 +99,30 @@ class FolderSummary:
         return self.kinds[0]
 
     def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
+        # a shallow copy: every field is a scalar, a path or a tuple of names (dataclasses.asdict's
+        # deep copy was a fifth of listing 1,000 runs)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values.update(path=str(self.path), kinds=list(self.kinds), kind=self.kind,
                       parent=str(self.parent) if self.parent else None)
         return values
+
+
+def _files(folder: Path) -> dict[str, os.DirEntry]:
+    """The folder's files by name: one directory read answers every "is there a ..." question
+    (the dashboard asks them of 1,000 folders every two seconds).
+
+    Raises:
+        OSError: the folder is gone or unreadable.
+    """
+    with os.scandir(folder) as entries:
+        return {e.name: e for e in entries if e.is_file()}
+
+
+def _entry_mtime_ns(files: dict[str, os.DirEntry], name: str) -> int:
+    try:
+        return files[name].stat().st_mtime_ns if name in files else 0
+    except OSError:  # deleted since the directory was read
+        return 0
 
 
 def _mtime(path: Path) -> float:
@@ -133,15 +153,8 @@ def _count_lines(path: Path) -> int | None:
 _parsed: dict[Path, tuple[tuple[int, int], dict[str, Any], TestMetrics | None]] = {}
 
 
-def _mtime_ns(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
-def _parsed_run_files(folder: Path) -> tuple[dict[str, Any], TestMetrics | None]:
-    stamp = (_mtime_ns(folder / rf.CONFIG), _mtime_ns(folder / rf.TEST_METRICS))
+def _parsed_run_files(folder: Path, files: dict[str, os.DirEntry]) -> tuple[dict[str, Any], TestMetrics | None]:
+    stamp = (_entry_mtime_ns(files, rf.CONFIG), _entry_mtime_ns(files, rf.TEST_METRICS))
     cached = _parsed.get(folder)
     if cached is not None and cached[0] == stamp:
         return cached[1], cached[2]
@@ -159,12 +172,19 @@ def _parsed_run_files(folder: Path) -> tuple[dict[str, Any], TestMetrics | None]
     return _parsed[folder][1], metrics
 
 
-def _run_summary(folder: Path, kinds: tuple[str, ...], parent: Path | None) -> FolderSummary:
-    config, metrics = _parsed_run_files(folder)
-    failure = _json(folder / rf.FAILURE) if (folder / rf.FAILURE).is_file() else None
-    if rf.is_running(folder):
+def _run_summary(folder: Path, kinds: tuple[str, ...], parent: Path | None,
+                 files: dict[str, os.DirEntry] | None = None) -> FolderSummary:
+    """``files``: the folder's :func:`_files`, when the caller has read them already."""
+    if files is None:
+        try:
+            files = _files(folder)
+        except OSError:
+            files = {}
+    config, metrics = _parsed_run_files(folder, files)
+    failure = _json(folder / rf.FAILURE) if rf.FAILURE in files else None
+    if rf.LOG in files and rf.is_running(folder):
         status = "running"
-    elif metrics is not None or (folder / rf.WEIGHTS).is_file():
+    elif metrics is not None or rf.WEIGHTS in files:
         # weights without test metrics: a run trained without scoring the test split (recommend's
         # race keeps such folders with --out); an interrupted run has a checkpoint, not weights
         status = "finished"
@@ -172,13 +192,14 @@ def _run_summary(folder: Path, kinds: tuple[str, ...], parent: Path | None) -> F
         status = "failed"
     else:
         status = "interrupted"
-    modified = max(_mtime(folder / rf.METRICS), _mtime(folder / rf.TEST_METRICS), _mtime(folder / rf.CONFIG))
+    modified = max(_entry_mtime_ns(files, name) for name in (rf.METRICS, rf.TEST_METRICS, rf.CONFIG)) / 1e9
     return FolderSummary(
         path=folder, kinds=kinds, model=config.get("model"), strategy=config.get("strategy"),
         data=_data_name(config.get("data")), status=status,
         accuracy=metrics.accuracy if metrics else None, macro_f1=metrics.macro_f1 if metrics else None,
         trainable_params=metrics.trainable_params if metrics else None,
-        seconds=metrics.seconds if metrics else None, epochs=_count_lines(folder / rf.METRICS),
+        seconds=metrics.seconds if metrics else None,
+        epochs=_count_lines(folder / rf.METRICS) if rf.METRICS in files else None,
         modified=modified, error=(failure or {}).get("error") if isinstance(failure, dict) else None,
         parent=parent)
 
@@ -240,15 +261,16 @@ def summarize_folder(folder: str | Path, parent: Path | None = None) -> FolderSu
     """
     folder = Path(folder)
     try:
-        kinds = tuple(folder_kinds(folder)) + _restore_kinds(folder)
-        if not kinds and (folder / rf.CONFIG).is_file() and (folder / rf.LOG).is_file():
+        files = _files(folder)
+        kinds = tuple(folder_kinds(folder, files)) + _restore_kinds(folder, files)
+        if not kinds and rf.CONFIG in files and rf.LOG in files:
             kinds = ("run",)  # a run before its first epoch, or one that failed in it
     except OSError:
         return None
     if not kinds:
         return None
     if kinds[0] == "run":
-        return _run_summary(folder, kinds, parent)
+        return _run_summary(folder, kinds, parent, files)
     if kinds[0] == "compare":
         return _compare_summary(folder, kinds)
     if kinds[0] == "restore-compare":
@@ -312,11 +334,12 @@ def _is_denoiser_log(folder: Path, names: set[str] | None = None) -> bool:
         return False
 
 
-def _restore_kinds(folder: Path) -> tuple[str, ...]:
+def _restore_kinds(folder: Path, files: dict[str, os.DirEntry]) -> tuple[str, ...]:
     kinds = []
-    if (folder / COMPARISON_FILE).is_file():
+    if COMPARISON_FILE in files:
         kinds.append("restore-compare")
-    if denoiser_train.is_denoiser_run(folder) or _is_denoiser_log(folder):
+    recorded = denoiser_train.RECORD in files and denoiser_train.is_denoiser_run(folder)
+    if recorded or _is_denoiser_log(folder, set(files)):
         kinds.append("denoiser")
     return tuple(kinds)
 
@@ -446,7 +469,11 @@ def denoiser_run_details(folder: str | Path) -> dict[str, Any] | None:
         'full'
     """
     folder = Path(folder)
-    if "denoiser" not in _restore_kinds(folder):
+    try:
+        files = _files(folder)
+    except OSError:
+        return None
+    if "denoiser" not in _restore_kinds(folder, files):
         return None
     data = _denoiser_record(folder)
     record = data.get("record") if data else None

@@ -8,6 +8,7 @@ from an e-mail attachment as well as from the folder. Every text from the folder
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,27 @@ __all__ = ["write_report", "report_html", "folder_kinds", "REPORT_HTML"]
 REPORT_HTML = "report.html"
 
 
-def folder_kinds(folder: Path) -> list[str]:
+def folder_kinds(folder: Path, files: Collection[str] | None = None) -> list[str]:
     """What the folder holds: ``run``, ``compare``, ``efficiency``, ``freezing``, ``lora``, ``transferability``.
+
+    ``files``: the names of the folder's files, where the caller has listed them (no file is
+    then looked up one by one).
 
     Example:
         >>> folder_kinds(Path("runs/compare-x"))  # doctest: +SKIP
         ['compare']
     """
     folder = Path(folder)
+
+    def has(name: str) -> bool:
+        return name in files if files is not None else (folder / name).is_file()
+
     kinds = []
-    if (folder / rf.CONFIG).is_file() and ((folder / rf.METRICS).is_file() or (folder / rf.TEST_METRICS).is_file()):
+    if has(rf.CONFIG) and (has(rf.METRICS) or has(rf.TEST_METRICS)):
         kinds.append("run")
     for kind, name in (("compare", COMPARE_JSON), ("efficiency", EFFICIENCY_JSON), ("freezing", FREEZING_JSON),
                        ("lora", LORA_JSON), ("transferability", TRANSFERABILITY_JSON)):
-        if (folder / name).is_file():
+        if has(name):
             kinds.append(kind)
     return kinds
 
