@@ -5,7 +5,10 @@
 #
 # Run from the repository root on the CUDA machine, whose python3 already holds torch,
 # torchvision, timm, transformers, peft, safetensors and pytest (transferkit runs from src/):
-#   bash benchmarks/gpu_session.sh [tests] [images] [lora]   # caps 120, 300 and 210 s
+#   bash benchmarks/gpu_session.sh [tests] [images] [lora]   # caps 150, 420 and 210 s
+# One device call may run 600 s and a session has 900 s with the start: call `images` first, then
+# `tests lora` while the machine is still warm (on 2026-12-01: start 30 s; tests 52 s, lora 200 s,
+# and images for ResNet-50 alone about 250 s).
 # with the device tool: carry [".whl", ".devassets"], made here by benchmarks/gpu_assets.sh
 # Logs and JSON go to $OUT (the device tool brings that folder back) or /tmp.
 set -u
@@ -30,8 +33,8 @@ PARTS=${*:-tests images lora}  # a subset, e.g. `images`, when the device time l
   # each model finishes, so a part cut short still brings back what it measured
   for part in $PARTS; do
     case $part in
-      tests) timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/gpu ;;
-      images) timeout 300 "$PY" benchmarks/gpu_images.py --images 4096 --batch 128 --epochs 3 ;;
+      tests) timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/gpu ;;
+      images) timeout 420 "$PY" benchmarks/gpu_images.py --images 4096 --batch 128 --epochs 3 ;;
       lora) timeout 210 "$PY" benchmarks/lora_speed.py --device cuda --compile --cuda-graphs --json "$DEST/lora_speed-cuda.json" "${TOKENIZER[@]}" ;;
       *) echo "unknown part $part (tests, images, lora)"; continue ;;
     esac
