@@ -31,32 +31,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lora_speed import bert_folder  # benchmarks/ is the script's folder, first on sys.path
 
 import transferkit as tk
 from transferkit.workflows.progress import read_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CLASSES = 5
 
 
 def model_folder(work: Path, tokenizer_dir: str | None, small: bool) -> Path:
-    """A BERT folder of config and tokenizer files (random weights: ``pretrained=False``)."""
+    """BERT-base's folder (random weights: ``pretrained=False``); ``small``: 2 layers of 64 wide,
+    for a CPU smoke run."""
     from transformers import BertConfig
 
-    if tokenizer_dir is None:
-        from transferkit.models.builtin import _minilm_dir
-
-        tokenizer_dir = _minilm_dir()
-    folder = work / "bert"
-    folder.mkdir()
-    for name in TOKENIZER_FILES:
-        shutil.copy(Path(tokenizer_dir) / name, folder / name)
-    # BERT-base (768 wide, 12 layers); --small: 2 layers of 64 for a CPU smoke run
-    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128) if small else BertConfig()
-    config.save_pretrained(str(folder))
-    return folder
+    small_config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    return bert_folder(work / "bert", tokenizer_dir, small_config if small else None)
 
 
 def text_csv(path: Path, texts: int) -> Path:

