@@ -296,13 +296,22 @@ class Poison:
 @pytest.fixture()
 def no_test_metrics(monkeypatch):
     """The race's runs never score the test split (no test pass, no test_metrics.json), and any
-    use of test metrics they might return fails."""
+    use of test metrics they might return fails. Nor do they write what only a kept run needs:
+    per-epoch checkpoints (a trial is run again, never resumed) and the learning-curve figure."""
     real = race.train
+    runner = importlib.import_module("transferkit.train.runner")
+
+    def no_checkpoint(*args, **kwargs):
+        raise AssertionError("a race trial wrote a checkpoint")
+
+    monkeypatch.setattr(runner, "save_checkpoint", no_checkpoint)
 
     def train(cfg, **kw):
-        assert kw.get("score_test") is False
+        assert kw.get("trial") is True
         result = real(cfg, **kw)
         assert result.metrics is None and not (Path(result.run_dir) / "test_metrics.json").exists()
+        assert not (Path(result.run_dir) / "learning_curve.png").exists()
+        assert (Path(result.run_dir) / "model.safetensors").exists()
         log = (Path(result.run_dir) / "train.log").read_text()
         assert "encoded test split" not in log and "test accuracy" not in log, log
         assert (Path(result.run_dir) / "metrics.jsonl").exists()

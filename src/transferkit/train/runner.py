@@ -93,7 +93,7 @@ class RunResult:
     """What ``train`` returns: the run folder, its test metrics record and the resolved config."""
 
     run_dir: Path
-    metrics: TestMetrics | None  # None only for ``train(..., score_test=False)`` (recommend's race)
+    metrics: TestMetrics | None  # None only for ``train(..., trial=True)`` (recommend's race)
     config: TrainConfig
 
     @property
@@ -131,9 +131,9 @@ class _Trainer:
     """One run: the phases of a strategy over shared data, device, metrics and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
-                 progress: Progress, started: float, ctx: Distributed = SINGLE, score_test: bool = True) -> None:
+                 progress: Progress, started: float, ctx: Distributed = SINGLE, trial: bool = False) -> None:
         self.cfg, self.model, self.data, self.run_dir, self.progress = cfg, model, data, run_dir, progress
-        self.started, self.ctx, self.score_test = started, ctx, score_test
+        self.started, self.ctx, self.trial = started, ctx, trial
         # what a resume checks it continues on: the data listing and splits, and the config
         self.fingerprints = (data_fingerprint(data), config_fingerprint(run_dir / rf.CONFIG))
         self.device = ctx.device(resolve_device(cfg.device))
@@ -183,7 +183,7 @@ class _Trainer:
         start = time.perf_counter()
         if not self._encoder_ready:  # built once per run (ONNX Runtime: one export of the backbone)
             # every split the head phases encode with it (the test split only when scored)
-            examples = len(self.data.train) + len(self.data.val) + (len(self.data.test) if self.score_test else 0)
+            examples = len(self.data.train) + len(self.data.val) + (0 if self.trial else len(self.data.test))
             self._encoder = FEATURE_BACKENDS.get(self.cfg.backend)(self.model, loader, self.device, examples=examples)
             self._encoder_ready = True
         # a shard is gathered at once: its own cache, so rank 0's budget holds the whole matrices
@@ -206,17 +206,17 @@ class _Trainer:
 
     def run(self, strategy: Strategy, resume: Resumable | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Run the strategy's phases; return the test split's (logits [N, C], labels [N]) (``None``
-        without ``score_test``)."""
+        for a trial)."""
         phases = strategy.phases
         if resume is not None:  # checkpoints are written in fine-tune phases: the head phases had finished
             phases = tuple(p for p in phases if not isinstance(p, HeadPhase))
         result: tuple[torch.Tensor, torch.Tensor] | None = None
         for i, phase in enumerate(phases):
             if isinstance(phase, HeadPhase):
-                result = self.run_head(phase, encode_test=i == len(phases) - 1 and self.score_test)
+                result = self.run_head(phase, encode_test=i == len(phases) - 1 and not self.trial)
             else:
                 result = self.run_finetune(strategy, phase, resume)
-        if result is None and self.score_test:
+        if result is None and not self.trial:
             raise ConfigError(f"strategy {strategy.name}: its last phase must produce the model to test.")
         return result
 
@@ -292,7 +292,9 @@ class _Trainer:
                      settings, phase=phase.record, label=f"{strategy.name} {phase.record}",
                      metrics_log=self.metrics, progress=self.progress,
                      on_epoch_start=strategy.on_epoch_start, generator=self.generator,
-                     checkpoint=(lambda ck: save_checkpoint(self.run_dir, ck, self.run_state())) if self.ctx.main else None,
+                     # a trial is run again, never resumed: no checkpoint (MiniLM: 1.5 s an epoch here)
+                     checkpoint=(lambda ck: save_checkpoint(self.run_dir, ck, self.run_state()))
+                     if self.ctx.main and not self.trial else None,
                      resume=resume.loop if resume is not None else None,
                      baseline=phase.keep_start_if_better,
                      # a probe refitted on train + val has seen val: its honest score is the selection's
@@ -304,7 +306,7 @@ class _Trainer:
         kill_point("fit-done")
         if self.ctx.main:
             mark_finished(self.run_dir, self.run_state())
-        if not self.score_test:
+        if self.trial:
             return None
         kill_point("test-pass")
         # read once: decoding into the cache would only hold memory
@@ -350,7 +352,8 @@ def _write_outputs(trainer: _Trainer, strategy: Strategy, scored: tuple[torch.Te
             warnings=trainer.warnings, skipped=trainer.data.report.skipped_inputs(), **trainer.extra,
         )
         atomic_write_json(run_dir / rf.TEST_METRICS, metrics.to_dict())
-    save_figure(learning_curve_figure(records, f"{cfg.model} / {cfg.strategy}"), run_dir / rf.CURVE)
+    if not trainer.trial:  # a race trial: matplotlib's 0.5 s would be a tenth of a few-shot run
+        save_figure(learning_curve_figure(records, f"{cfg.model} / {cfg.strategy}"), run_dir / rf.CURVE)
     remove_checkpoint(run_dir)
     return metrics
 
@@ -393,10 +396,10 @@ def _log_to(run_dir: Path) -> Iterator[None]:
 
 def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
              progress: bool | None, started: float, resume: Resumable | None = None,
-             ctx: Distributed = SINGLE, score_test: bool = True) -> RunResult:
+             ctx: Distributed = SINGLE, trial: bool = False) -> RunResult:
     strategy = get_strategy(cfg.strategy, cfg)
     trainer = _Trainer(cfg, model, data, run_dir, Progress(progress if ctx.main else False), started, ctx,
-                       score_test)
+                       trial)
     if cfg.augment and not strategy.trains_backbone():
         trainer.warnings.append(f"--augment is ignored by {cfg.strategy}: each split is encoded once, without "
                                 "augmentation; use an end-to-end strategy to train on augmented images")
@@ -414,7 +417,7 @@ def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: 
     if metrics is not None:
         log.info("test accuracy %.4f, macro-F1 %.4f (n=%d); run folder %s",
                  metrics.accuracy, metrics.macro_f1, metrics.n, run_dir)
-    if not score_test:  # the race: the weights and the curve, no test_metrics.json (every rank alike)
+    if trial:  # the race: the weights, no test_metrics.json (every rank alike)
         return RunResult(run_dir, None, cfg)
     return RunResult(run_dir, ctx.broadcast_object(metrics), cfg)
 
@@ -462,9 +465,9 @@ def _launching(nproc: int | None, cfg: TrainConfig) -> bool:
     return True
 
 
-def _train_worker(config: TrainConfig, progress: bool | None, score_test: bool = True) -> RunResult:
+def _train_worker(config: TrainConfig, progress: bool | None, trial: bool = False) -> RunResult:
     """What each launched worker runs (module level: the spawned process imports it)."""
-    return train(config, progress=progress, score_test=score_test)
+    return train(config, progress=progress, trial=trial)
 
 
 def _resume_worker(run_dir: str, progress: bool | None) -> RunResult:
@@ -487,7 +490,7 @@ def _launched(worker: Callable[..., RunResult], args: tuple[Any, ...], nproc: in
 
 
 def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | None = None,
-          score_test: bool = True) -> RunResult:
+          trial: bool = False) -> RunResult:
     """Adapt a pre-trained model to a labelled dataset and write a run folder.
 
     Args:
@@ -497,9 +500,10 @@ def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | Non
         nproc: train data-parallel in this many local processes (torch's elastic launcher; Gloo
             on the CPU, NCCL with one GPU each on CUDA). Inside ``torchrun`` workers the run is
             distributed over the launched processes whatever this says.
-        score_test: score the test split and write ``test_metrics.json`` (default). ``False``
-            trains and keeps the weights and ``metrics.jsonl`` but never touches the test split
-            (``metrics`` is ``None``): ``recommend``'s race judges its runs on validation alone.
+        trial: a throwaway run (``recommend``'s race, which judges on validation alone): it
+            writes the weights and ``metrics.jsonl`` but never touches the test split
+            (``metrics`` is ``None``), writes no per-epoch checkpoint (a trial is run again,
+            not resumed) and no learning-curve figure.
 
     Returns:
         The run folder and the test metrics (accuracy, macro-F1, confusion matrix, ...).
@@ -512,13 +516,13 @@ def train(config: TrainConfig, *, progress: bool | None = None, nproc: int | Non
     """
     cfg = check_config(config)
     if _launching(nproc, cfg):
-        return _launched(_train_worker, (config, progress, score_test), int(nproc or 1))
+        return _launched(_train_worker, (config, progress, trial), int(nproc or 1))
     with session(resolve_device(cfg.device)) as ctx:
-        return _train(cfg, config, progress, ctx, score_test)
+        return _train(cfg, config, progress, ctx, trial)
 
 
 def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Distributed,
-           score_test: bool = True) -> RunResult:
+           trial: bool = False) -> RunResult:
     started = time.perf_counter()
     reset_peak_rss()
     seed_everything(cfg.seed)
@@ -555,7 +559,7 @@ def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Di
         total, trainable = surgery.count_parameters(model)
         log.info("model %s: %d parameters, %d trainable at the start (%s)", cfg.model, total,
                  trainable, cfg.strategy)
-        return _execute(cfg, model, data, run_dir, progress, started, ctx=ctx, score_test=score_test)
+        return _execute(cfg, model, data, run_dir, progress, started, ctx=ctx, trial=trial)
 
 
 def resume(run_dir: str | Path, *, progress: bool | None = None, nproc: int | None = None) -> RunResult:

@@ -4,7 +4,8 @@ The rule table (``recommend.decide``) is the prior; the race measures. Every reg
 is a candidate, the rule's choices first and with the rule's settings, the rest with their
 defaults. Each candidate trains through :func:`transferkit.train` (the path ``compare`` uses) and
 is scored on **validation** accuracy: the accuracy of the weights the run kept, read from its
-``metrics.jsonl``. The test split is never read, nor scored (``train(..., score_test=False)``),
+``metrics.jsonl``. The test split is never read, nor scored (``train(..., trial=True)``,
+which also skips per-epoch checkpoints and the learning-curve figure),
 so the pick does not peek at the data that judges it, and no run spends time on it.
 
 Successive halving (Jamieson and Talwalkar 2016; the resource schedule of Hyperband, Li et al.
@@ -529,7 +530,7 @@ def train_trial(base: Mapping[str, Any], candidate: Candidate, epochs: int | Non
     settings = {**candidate.settings, **({"epochs": epochs} if epochs is not None else {})}
     cfg = TrainConfig(**base, strategy=candidate.strategy, **settings, time_budget=time_budget, out=str(folder))
     began = time.perf_counter()
-    run_dir = Path(train(cfg, progress=progress, score_test=False).run_dir)
+    run_dir = Path(train(cfg, progress=progress, trial=True).run_dir)
     seconds = time.perf_counter() - began
     records = read_epoch_records(run_dir / rf.METRICS)
     backbone = [r for r in records if r.phase is Phase.FINE_TUNE]
