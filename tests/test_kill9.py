@@ -34,7 +34,8 @@ CHAIN = [
 def _train_args(tiny_bert_dir: Path, data: Path) -> list[str]:
     # lr 3e-3, patience 2: validation peaks at epoch 4 and early stopping ends the run at epoch 6
     return ["train", "--model", f"hf:{tiny_bert_dir}", "--data", str(data), "--strategy", "full",
-            "--epochs", "10", "--patience", "2", "--lr", "3e-3", "--batch-size", "8", "--seed", "0"]
+            "--epochs", "10", "--patience", "2", "--lr", "3e-3", "--batch-size", "8", "--seed", "0",
+            "--checkpoint-every", "0"]  # a checkpoint after every epoch, so each kill point has one
 
 
 def _cli(cwd: Path, args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:

@@ -64,7 +64,7 @@ def test_evaluate_and_predict_use_the_merged_model(capsys, lora_run, sentiment_c
 
 def test_lora_run_killed_and_resumed_matches_uninterrupted(tmp_path, monkeypatch, capsys, tiny_bert_dir,
                                                            sentiment_csv) -> None:
-    kw = {"epochs": 3, "patience": 5, "lr": 5e-3}
+    kw = {"epochs": 3, "patience": 5, "lr": 5e-3, "checkpoint_every": 0}
     whole = tk.train(_config(tiny_bert_dir, sentiment_csv, tmp_path / "whole", **kw))
     real_save = runner.save_checkpoint
 

@@ -29,7 +29,7 @@ def _records(run) -> list[dict]:
 
 def _config(tiny_bert_dir, sentiment_csv, out) -> tk.TrainConfig:
     return tk.TrainConfig(model=f"hf:{tiny_bert_dir}", data=str(sentiment_csv), strategy="gradual",
-                          unfreeze_every=1, epochs=5, patience=10, lr_decay=0.5, out=str(out))
+                          unfreeze_every=1, epochs=5, patience=10, lr_decay=0.5, out=str(out), checkpoint_every=0)
 
 
 def test_gradual_killed_and_resumed_matches_uninterrupted(tmp_path, monkeypatch, capsys, tiny_bert_dir,
@@ -124,7 +124,8 @@ def _kill_at(monkeypatch, point: str) -> None:
 
 def _quick(tiny_bert_dir, data, out, **kw) -> tk.TrainConfig:
     return tk.TrainConfig(model=f"hf:{tiny_bert_dir}", data=str(data), lr=3e-3, batch_size=8,
-                          out=str(out) if out else None, **{"strategy": "full", "epochs": 10, "patience": 10, **kw})
+                          out=str(out) if out else None, checkpoint_every=0,  # kills name their epoch
+                          **{"strategy": "full", "epochs": 10, "patience": 10, **kw})
 
 
 def _kill_after_epoch(monkeypatch, epoch: int, elapsed: float | None = None) -> None:

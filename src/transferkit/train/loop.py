@@ -332,7 +332,7 @@ def fit(
     progress: Progress | None = None,
     on_epoch_start: EpochStart | None = None,
     generator: torch.Generator | None = None,
-    checkpoint: Callable[[Checkpoint], None] | None = None,
+    checkpoint: Callable[[Checkpoint, bool], bool] | None = None,
     resume: Checkpoint | None = None,
     baseline: bool = False,
     baseline_score: tuple[float, float] | None = None,
@@ -351,7 +351,10 @@ def fit(
         on_epoch_start: called after ``model.train()`` each epoch with the epoch number; may
             return parameter groups that join the optimizer from this epoch on.
         generator: the training loader's shuffling generator (saved in checkpoints).
-        checkpoint: called with a :class:`Checkpoint` at the end of every epoch.
+        checkpoint: called at the end of every epoch with a :class:`Checkpoint` and whether it
+            is the phase's last (early stop, last epoch); returns whether it wrote it (it may
+            skip epochs: ``checkpoint.CheckpointWriter``). When the time budget ends the phase
+            after a skipped epoch, that epoch's checkpoint is written then.
         resume: continue after ``resume.state.epoch`` instead of starting at epoch 1; the model
             must hold ``resume.model`` and be prepared as for epoch 1.
         baseline: score the starting weights on validation as "epoch 0", so the phase never ends
@@ -391,6 +394,7 @@ def fit(
     net = _compiled(ctx.wrap(model, settings.device), settings)  # DDP when several processes train
     bar = progress.epochs(settings.epochs, label)
     stopped = False
+    unwritten: Checkpoint | None = None  # the last epoch's state, when the callback skipped it
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         # rank 0's clock decides, so every rank stops before the same epoch
         if ctx.broadcast_object(settings.deadline is not None and time.perf_counter() > settings.deadline):
@@ -398,6 +402,8 @@ def fit(
             log.warning("%s", warning)
             warnings.append(warning)
             stopped = True
+            if checkpoint is not None and unwritten is not None:  # nothing trained since: still exact
+                checkpoint(unwritten, True)
             break
         start = time.perf_counter()
         net.train()
@@ -447,12 +453,13 @@ def fit(
             metrics_log.append(record)
         bar.update(epoch, {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc})
         if checkpoint is not None:
-            checkpoint(Checkpoint(
+            ck = Checkpoint(
                 phase, dataclasses.replace(state), model.state_dict(), best_state,
                 optim.opt.state_dict(), list(optim.join_steps), torch.get_rng_state(),
                 generator.get_state() if generator is not None else None,
                 list(metrics_log.records) if metrics_log is not None else list(history),
-            ))
+            )
+            unwritten = None if checkpoint(ck, stopped or epoch == settings.epochs) else ck
         if stopped:
             log.info("%s: early stop after epoch %d; best epoch %d (val accuracy %.4f)",
                      label, epoch, state.best_epoch, state.best_accuracy)

@@ -38,6 +38,7 @@ from ..strategies import (
     get_strategy,
 )
 from .checkpoint import (
+    CheckpointWriter,
     Resumable,
     RunState,
     check_unchanged,
@@ -293,8 +294,8 @@ class _Trainer:
                      metrics_log=self.metrics, progress=self.progress,
                      on_epoch_start=strategy.on_epoch_start, generator=self.generator,
                      # a trial is run again, never resumed: no checkpoint (MiniLM: 1.5 s an epoch here)
-                     checkpoint=(lambda ck: save_checkpoint(self.run_dir, ck, self.run_state()))
-                     if self.ctx.main and not self.trial else None,
+                     checkpoint=CheckpointWriter(lambda ck: save_checkpoint(self.run_dir, ck, self.run_state()),
+                                                 cfg.checkpoint_every) if self.ctx.main and not self.trial else None,
                      resume=resume.loop if resume is not None else None,
                      baseline=phase.keep_start_if_better,
                      # a probe refitted on train + val has seen val: its honest score is the selection's
