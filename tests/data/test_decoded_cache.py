@@ -164,3 +164,42 @@ def test_mismatched_cache_is_refused(split: Split) -> None:
         ImageDataset(split, build_image_transform(PRE), cache=store)
     with pytest.raises(ConfigError, match="budget"):
         DecodedCache(limit_mb=-1)
+
+
+class _TwoRanks:
+    """Rank ``rank`` of two, in one process: ``all_gather_object`` has the other rank's store
+    decode its share of the chunk (as its process would) and returns both in rank order."""
+
+    world = 2
+    enabled = True
+
+    def __init__(self, rank: int, other: DecodedImages, chunk: int) -> None:
+        self.rank, self.other, self.chunk, self.swaps = rank, other, chunk, 0
+        self.todo: list[int] = []
+
+    def broadcast_object(self, obj):
+        self.todo = list(obj)  # the positions to decode, in order (rank 0's, on every rank)
+        return obj
+
+    def all_gather_object(self, mine):
+        chunk = self.todo[self.swaps * self.chunk : (self.swaps + 1) * self.chunk]
+        self.swaps += 1
+        theirs = list(self.other.decode_each(chunk[1 - self.rank :: 2]))
+        return [mine, theirs] if self.rank == 0 else [theirs, mine]
+
+
+def test_ranks_share_the_decoding_of_a_split(split: Split, monkeypatch) -> None:
+    """With two ranks each decodes every other image and keeps all of them, identical to
+    decoding alone: the split is decoded once over the ranks, not once per rank."""
+    from transferkit.train import loaders
+
+    monkeypatch.setattr(loaders, "SWAP_CHUNK", 4)  # 7 images: chunks of 4 and 3
+    alone = DecodedCache(limit_mb=16).store(split, PRE)
+    alone.fill()
+    rank0, rank1 = DecodedCache(limit_mb=16).store(split, PRE), DecodedCache(limit_mb=16).store(split, PRE)
+    decoded = loaders.fill_across_ranks(rank0, _TwoRanks(0, rank1, 4))
+    assert decoded == rank0.decodes == 4 and rank1.decodes == 3  # positions 0, 2, 4, 6 and 1, 3, 5
+    assert rank0.missing() == []
+    for i in range(len(split)):
+        np.testing.assert_array_equal(rank0.get(i), alone.get(i))
+    assert rank0.decodes == 4  # every later read comes from the cache

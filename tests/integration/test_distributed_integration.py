@@ -18,6 +18,7 @@ against ``nproc=1``, ``builtin:efficientnet_lite0`` on ``builtin:digits`` (10 pe
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
@@ -65,3 +66,6 @@ def test_full_fine_tuning_two_processes_agree_within_a_point(tmp_path) -> None:
     assert len(losses[1]) == len(losses[2]) == 2
     # the same optimisation up to the per-rank batch statistics (seen: 2e-4 apart)
     assert losses[2] == pytest.approx(losses[1], rel=0.02), losses
+    # the ranks shared the decoding of the training images: each decoded half, not all of them
+    shared = re.search(r"this rank decoded (\d+) of the (\d+) images", (runs[2].run_dir / rf.LOG).read_text())
+    assert shared and int(shared[2]) == 100 and int(shared[1]) == 50, shared

@@ -27,7 +27,7 @@ import logging
 import mmap
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,21 +273,30 @@ class DecodedImages:
         """Positions not decoded yet."""
         return [i for i, image in enumerate(self.images) if image is None]
 
+    def keep(self, i: int, image: np.ndarray) -> None:
+        """Store item ``i``'s decoded image (uint8 [H, W, 3], handed over), decoded elsewhere:
+        by a DataLoader worker or by another rank of a distributed run."""
+        self.images[i] = self.budget.place(image)
+
+    def decode_each(self, positions: Sequence[int], num_workers: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """``(i, image)`` for each position, decoded in ``num_workers`` DataLoader workers (0:
+        here), not stored."""
+        if num_workers <= 0:
+            for i in positions:
+                yield i, self.decode(i)
+            return
+        loader = DataLoader(_Decoding(self, list(positions)), batch_size=None, num_workers=num_workers)
+        for i, image in loader:
+            # a copy: a worker's tensor lives in shared memory, one descriptor each while held
+            yield int(i), image.numpy().copy()
+
     def fill(self, num_workers: int = 0) -> int:
         """Decode every missing image now (in ``num_workers`` DataLoader workers; 0: here) and
         keep them; returns how many were decoded. Call before a loader with workers iterates,
         so that its workers read the cache instead of decoding."""
         todo = self.missing()
-        if not todo:
-            return 0
-        if num_workers <= 0:
-            for i in todo:
-                self.get(i)
-            return len(todo)
-        loader = DataLoader(_Decoding(self, todo), batch_size=None, num_workers=num_workers)
-        for i, image in loader:
-            # a copy: a worker's tensor lives in shared memory, one descriptor each while held
-            self.images[int(i)] = self.budget.place(image.numpy().copy())
+        for i, image in self.decode_each(todo, num_workers):
+            self.keep(i, image)
         return len(todo)
 
 

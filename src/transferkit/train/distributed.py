@@ -118,6 +118,15 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank (pickled: keep each call to tens
+        of MB; the decoded-image cache swaps its images in chunks)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         """Wait until every rank is here (rank 0 has written what the others read next)."""
         if self.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator
 
 import torch
@@ -9,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import (
     DecodedCache,
+    DecodedImages,
     ImageDataset,
     Split,
     TextCollator,
@@ -18,6 +20,8 @@ from ..data import (
 )
 from ..errors import ConfigError
 from .distributed import SINGLE, Distributed, GlobalBatchSampler, PaddedDataset
+
+log = logging.getLogger("transferkit")
 
 
 class _Indexed(Dataset):
@@ -46,16 +50,41 @@ class _IndexedCollate:
         return inputs, labels, torch.tensor([i for _, _, i in batch], dtype=torch.long)
 
 
+# Images each rank decodes between two swaps of a distributed fill: one all_gather_object
+# holds about this many decoded images from every rank (224-px resizes: ~40 MB a rank).
+SWAP_CHUNK = 256
+
+
+def fill_across_ranks(store: DecodedImages, ctx: Distributed, num_workers: int = 0) -> int:
+    """Decode a split's missing images once over all ranks: each decodes every ``world``-th
+    image of each chunk, the ranks swap them, and every rank keeps them all (before, each rank
+    decoded the whole split: 8 GPUs, 8 times the host's decoding). Returns this rank's decodes."""
+    todo = ctx.broadcast_object(store.missing())  # rank 0's list, the same order everywhere
+    mine = 0
+    for start in range(0, len(todo), SWAP_CHUNK):
+        chunk = todo[start : start + SWAP_CHUNK]
+        decoded = list(store.decode_each(chunk[ctx.rank :: ctx.world], num_workers))
+        mine += len(decoded)
+        for pairs in ctx.all_gather_object(decoded):
+            for i, image in pairs:
+                store.keep(i, image)
+    return mine
+
+
 def _dataset_and_collate(model: Any, split: Split, train: bool, augment: bool,
                          decoded: DecodedCache | None = None, num_workers: int = 0,
-                         prefill: bool = False) -> tuple[Dataset, Any]:
+                         ctx: Distributed | None = None) -> tuple[Dataset, Any]:
+    """``ctx``: a distributed run's training split, whose store every rank fills before the
+    first batch (a rank's chunks of the shuffled global batches change every epoch)."""
     spec = model.spec
     if spec.modality == "image":
         transform = build_image_transform(spec.image, train=train, augment=augment)
         store = decoded.store(split, spec.image) if decoded is not None else None
-        # A worker's decodes would be lost with it, and a rank's chunks of the shuffled batches
-        # change every epoch: either way, decode the whole split once before the first batch.
-        if store is not None and (num_workers > 0 or prefill):
+        if store is not None and ctx is not None and ctx.enabled:
+            decodes = fill_across_ranks(store, ctx, num_workers)
+            log.info("decoded-image cache: this rank decoded %d of the %d images its ranks shared",
+                     decodes, len(store))
+        elif store is not None and num_workers > 0:  # a worker's decodes would be lost with it
             store.fill(num_workers)
         return ImageDataset(split, transform, cache=store), None
     return TextDataset(split), TextCollator(model.tokenizer(), spec.text.max_length)
@@ -98,8 +127,7 @@ def make_loader(
     if not train:
         dataset, collate = _eval_dataset(model, split, ctx, decoded, num_workers)
         return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **feeding)
-    dataset, collate = _dataset_and_collate(model, split, train, augment, decoded, num_workers,
-                                            prefill=ctx.enabled)
+    dataset, collate = _dataset_and_collate(model, split, train, augment, decoded, num_workers, ctx=ctx)
     batches = GlobalBatchSampler(len(split), batch_size, ctx, generator=generator)
     return DataLoader(
         PaddedDataset(dataset) if ctx.enabled else dataset, batch_sampler=batches,
