@@ -16,11 +16,17 @@ from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.io import atomic as rf
 from transferkit.io.records import EpochRecord, EventKind, Phase
-from transferkit.train.metrics_log import MetricsLog
 from transferkit.train.features import CachedFeatures, extract_features
-from transferkit.train.head import LBFGS_L2_GRID, fit_head_adamw, fit_head_lbfgs, temper_head
+from transferkit.train.head import (
+    LBFGS_L2_GRID,
+    fit_head_adamw,
+    fit_head_lbfgs,
+    penalized_cross_entropy,
+    temper_head,
+)
 from transferkit.train.loop import LoopSettings, fit
 from transferkit.train.metrics import classification_metrics
+from transferkit.train.metrics_log import MetricsLog
 from transferkit.train.schedule import warmup_cosine
 
 
@@ -247,6 +253,21 @@ def test_baseline_keeps_the_starting_weights_when_training_only_hurts() -> None:
                  phase=Phase.FINE_TUNE, baseline=True)
     assert result.best_epoch == 0
     assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())
+
+
+@pytest.mark.parametrize("slice_rows", [50, 7])
+def test_hand_written_head_gradient_is_autograds(slice_rows: int) -> None:
+    x, y = _blobs(n_per_class=50 // 3 + 1, classes=3)
+    x, y = x[:50], y[:50]
+    weight = torch.randn(3, x.shape[1], requires_grad=True)
+    bias = torch.randn(3, requires_grad=True)
+    l2 = 0.3
+    reference = F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.pow(2).sum()
+    reference.backward()
+    slices = zip(x.split(slice_rows), y.split(slice_rows))  # the solver's slices of a big split
+    loss, grad_w, grad_b = penalized_cross_entropy(weight.detach(), bias.detach(), slices, len(y), l2)
+    assert torch.allclose(loss, reference.detach(), rtol=1e-5)
+    assert torch.allclose(grad_w, weight.grad, atol=1e-6) and torch.allclose(grad_b, bias.grad, atol=1e-6)
 
 
 def test_lbfgs_head_runs_on_one_thread_and_leaves_the_process_state(monkeypatch) -> None:

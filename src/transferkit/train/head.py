@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -208,6 +208,37 @@ def fit_head_adamw(
     return head.folded(), result
 
 
+@torch.no_grad()
+def penalized_cross_entropy(weight: torch.Tensor, bias: torch.Tensor,
+                            slices: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int,
+                            l2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The L-BFGS head's objective, mean CE over ``n`` rows + l2/2 * ||W||^2, and its gradient.
+
+    The gradient is written out, not left to autograd: a solve is hundreds of calls on small
+    matrices whose cost is dispatch, and autograd's graph tripled it (glyphs 5/class, 56
+    cross-validation solves: 2.6 s of closures by autograd, 0.9 s by hand).
+    d(mean CE)/dz = (softmax(z) - onehot(y)) / n for logits z [b, C].
+
+    Args:
+        weight, bias: [C, F], [C].
+        slices: ``(x [b, F], y [b])`` parts of the ``n`` rows, standardised.
+
+    Returns:
+        ``(loss, d loss / d weight [C, F], d loss / d bias [C])``.
+    """
+    grad_w, grad_b = l2 * weight, torch.zeros_like(bias)
+    total = 0.5 * l2 * weight.pow(2).sum()
+    for x, y in slices:
+        log_p = torch.addmm(bias, x, weight.t()).log_softmax(1)  # [b, C]
+        total -= log_p.gather(1, y[:, None]).sum() / n
+        residual = log_p.exp_()  # [b, C]: softmax, then minus the one-hot labels
+        residual[torch.arange(len(y)), y] -= 1.0
+        residual /= n
+        grad_w.addmm_(residual.t(), x)
+        grad_b += residual.sum(0)
+    return total, grad_w, grad_b
+
+
 def _lbfgs(head: StandardizedLinear, data: Rows, l2: float, rows: int | None = None,
            max_iter: int = 500) -> None:
     """Full-batch multinomial logistic regression: min CE + l2/2 * ||W||^2 (strong Wolfe).
@@ -221,20 +252,21 @@ def _lbfgs(head: StandardizedLinear, data: Rows, l2: float, rows: int | None = N
         tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe",
     )
     n, rows = len(data), rows or chunk_rows(data.dim)
-    # Data that fits one slice is read once for the whole solve (the closure runs hundreds of
-    # times; a view's rows would be gathered again each time); larger data is re-read per call.
-    whole = list(data.chunks(rows)) if n <= rows else None
+    weight, bias = head.linear.weight, head.linear.bias  # [C, F], [C]
 
+    def standardized(x: torch.Tensor) -> torch.Tensor:  # [b, F] -> [b, F], as head() computes it
+        return (x - head.mean) / head.std
+
+    # Data that fits one slice is read and standardised once for the whole solve (the closure runs
+    # hundreds of times; a view's rows would be gathered again each time); larger data is re-read
+    # per call.
+    whole = [(standardized(x), y) for x, y in data.chunks(rows)] if n <= rows else None
+
+    @torch.no_grad()
     def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        total = torch.zeros(())
-        for x, y in whole or data.chunks(rows):  # x [b, F], y [b]
-            part = F.cross_entropy(head(x), y) * (len(y) / n)
-            part.backward()  # gradients accumulate over the slices
-            total += part.detach()
-        penalty = 0.5 * l2 * head.linear.weight.pow(2).sum()
-        penalty.backward()
-        return total + penalty
+        slices = whole or ((standardized(x), y) for x, y in data.chunks(rows))
+        total, weight.grad, bias.grad = penalized_cross_entropy(weight, bias, slices, n, l2)
+        return total
 
     optimizer.step(closure)
 
