@@ -192,7 +192,7 @@ def test_unknown_option_is_a_config_error(tmp_path) -> None:
 def test_compare_efficientnet_lite0_on_mnist(capsys, tmp_path) -> None:
     code, out, err = run_cli(capsys, "-q", "compare", "--model", "builtin:efficientnet_lite0",
                              "--data", "builtin:mnist", "--per-class", "20", "--val-fraction", "0.04",
-                             "--test-fraction", "0.04", "--epochs", "3",
+                             "--test-fraction", "0.04", "--epochs", "3", "--image-size", "96",
                              "--strategies", "feature-extraction,full", "--out", tmp_path / "c")
     assert code == 0, err
     assert "| feature-extraction | ok |" in out and "| full | ok |" in out
