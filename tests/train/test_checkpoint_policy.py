@@ -14,8 +14,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from transferkit.config import TrainConfig
 from transferkit.errors import ConfigError
 from transferkit.io.records import Phase
-from transferkit.train.checkpoint import AUTO_INTERVAL_FACTOR, CheckpointWriter
-from transferkit.train.loop import LoopSettings, fit
+from transferkit.train.checkpoint import (
+    AUTO_INTERVAL_FACTOR,
+    CheckpointWriter,
+    RunState,
+    load_checkpoint,
+    mark_finished,
+    save_checkpoint,
+)
+from transferkit.train.loop import Checkpoint, LoopSettings, LoopState, fit
 
 
 class Clock:
@@ -100,3 +107,33 @@ def test_checkpoint_every_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match="checkpoint_every"):
         TrainConfig(model="m", data="d", checkpoint_every=-1.0)
     assert TrainConfig(model="m", data="d").checkpoint_every is None
+
+
+def _checkpoint(epoch: int) -> Checkpoint:
+    return Checkpoint(Phase.FINE_TUNE, LoopState(epoch=epoch), {"w": torch.zeros(2)}, None,
+                      {"state": {}, "param_groups": []}, [], torch.get_rng_state(), None, [])
+
+
+def test_finished_marks_the_state_it_ends_and_goes_stale_with_the_next(tmp_path) -> None:
+    save_checkpoint(tmp_path, _checkpoint(3), RunState(warnings=["w"]))
+    state_file = tmp_path / "checkpoint" / "state.pt"
+    written = state_file.stat().st_mtime_ns
+    mark_finished(tmp_path, RunState(warnings=["w", "end"]))
+    assert state_file.stat().st_mtime_ns == written  # not rewritten (MiniLM: ~180 MB of optimizer state)
+    resumed = load_checkpoint(tmp_path)
+    assert resumed.run.finished and resumed.run.warnings == ["w", "end"] and resumed.loop.state.epoch == 3
+    # a later phase's checkpoint: the marker named the state before it
+    save_checkpoint(tmp_path, _checkpoint(1), RunState(warnings=["next"]))
+    resumed = load_checkpoint(tmp_path)
+    assert not resumed.run.finished and resumed.run.warnings == ["next"]
+
+
+def test_a_marker_naming_another_state_is_ignored(tmp_path) -> None:
+    save_checkpoint(tmp_path, _checkpoint(2), RunState())
+    mark_finished(tmp_path, RunState())
+    marker = tmp_path / "checkpoint" / "finished.pt"
+    stale = torch.load(marker, weights_only=True) | {"id": "another"}  # an earlier state's marker
+    torch.save(stale, marker)
+    assert not load_checkpoint(tmp_path).run.finished
+    marker.write_bytes(b"cut sh")  # a marker cut short
+    assert not load_checkpoint(tmp_path).run.finished
