@@ -128,6 +128,39 @@ def test_all_failed_raises_the_first_error(tmp_path, monkeypatch) -> None:
     assert [r["status"].split(":")[0] for r in rows] == ["failed", "failed"]
 
 
+def test_a_strategy_that_would_repeat_a_run_is_not_trained_again(tmp_path, monkeypatch, tiny_bert_dir,
+                                                                  sentiment_csv) -> None:
+    trained, budgets = [], {}
+    real_train = cmp.train
+
+    def counting(cfg, **kw):
+        trained.append(cfg.strategy)
+        budgets[cfg.strategy] = cfg.time_budget
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(cmp, "train", counting)
+    pair = ["feature-extraction", "linear-probe"]
+    result = tk.compare(f"hf:{tiny_bert_dir}", str(sentiment_csv), strategies=[*pair, "full"], out=tmp_path / "a",
+                        epochs=1, time_budget=1e6)
+    # linear-probe is feature extraction with the L-BFGS head, the default: the same run
+    assert trained == ["feature-extraction", "full"]
+    # and it takes no share of the time budget: the first run gets half of it, not a third
+    assert 0.49e6 < budgets["feature-extraction"] <= 0.5e6
+    fe, lp, _ = result.rows
+    assert (lp["status"], lp["same_run_as"], lp["seconds"]) == ("ok", "feature-extraction", None)
+    assert {k: lp[k] for k in ("accuracy", "macro_f1", "trainable_params", "run_dir")} == \
+        {k: fe[k] for k in ("accuracy", "macro_f1", "trainable_params", "run_dir")}
+    assert result.best["strategy"] == "feature-extraction" and not (tmp_path / "a" / "runs" / "linear-probe").exists()
+    assert "| linear-probe | ok (same run as feature-extraction) |" in result.markdown
+    assert json.loads((tmp_path / "a" / cmp.COMPARE_JSON).read_text()) == result.rows
+
+    # with the AdamW head, feature extraction is another run than linear-probe's: both train
+    trained.clear()
+    result = tk.compare(f"hf:{tiny_bert_dir}", str(sentiment_csv), strategies=pair, out=tmp_path / "b",
+                        head_solver="adamw")
+    assert trained == pair and not any(r.get("same_run_as") for r in result.rows)
+
+
 @pytest.mark.parametrize("rows, best", [
     ([("a", "ok", 0.8, 0.8, 10), ("b", "ok", 0.9, 0.7, 100)], "b"),
     ([("a", "ok", 0.9, 0.8, 10), ("b", "ok", 0.9, 0.9, 100)], "b"),  # tie: macro-F1

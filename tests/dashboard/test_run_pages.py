@@ -49,6 +49,9 @@ def _comparison(roots: Path) -> Path:
     rows = [{**row, "strategy": "full", "accuracy": 0.8, "macro_f1": 0.79, "trainable_params": 1000},
             {**row, "strategy": "lora", "accuracy": 0.85, "macro_f1": 0.84, "trainable_params": 50},
             {**row, "strategy": "feature-extraction", "accuracy": 0.85, "macro_f1": 0.84, "trainable_params": 20},
+            # compare did not train linear-probe again: the row repeats feature extraction's run
+            {**row, "strategy": "linear-probe", "accuracy": 0.85, "macro_f1": 0.84, "trainable_params": 20,
+             "seconds": None, "same_run_as": "feature-extraction"},
             {"strategy": "gradual", "status": "skipped (time budget)", "accuracy": None}]
     (folder / "compare.json").write_text(json.dumps(rows))
     (folder / "compare.md").write_text("# Strategy comparison\n\nmodel: `builtin:efficientnet_lite0` · data: "
@@ -63,7 +66,10 @@ def test_compare_api_marks_the_best_and_draws_accuracy_against_time(client: Clie
     # Ties on accuracy and macro-F1 go to fewer trainable parameters (compare's own rule).
     assert data["best"] == "feature-extraction" and [r["strategy"] for r in data["rows"] if r["best"]] == ["feature-extraction"]
     assert rows["lora"]["run_id"] == "0/compare-tiny/runs/lora" and rows["gradual"]["run_id"] is None
+    # a strategy that repeats another's run opens that run, and its curve is drawn once
+    assert rows["linear-probe"]["run_id"] == "0/compare-tiny/runs/feature-extraction"
     curves = {c["strategy"]: c for c in data["curves"]}
+    assert set(curves) == {"full", "lora", "feature-extraction"}
     assert curves["full"]["seconds"] == [2.0, 4.0, 6.0] and curves["full"]["val_accuracy"] == [0.5, 0.7, 0.8]
     assert curves["lora"]["seconds"] == [1.0, 2.5] and "data: builtin:digits" in data["settings"]
     assert client.request("/api/compare/0/compare-tiny/runs/full")[0] == 404  # a run, not a comparison
@@ -79,6 +85,8 @@ def test_compare_page(browser, roots: Path) -> None:
     assert page.locator("#strategy-table tr.best td").first.evaluate("e => getComputedStyle(e).fontWeight") == "700"
     page.wait_for_selector("#chart-compare canvas")
     assert page.get_attribute("#chart-compare", "data-series") == "3"
+    status = page.locator("#strategy-table tr[data-strategy=linear-probe] td").nth(2).inner_text()
+    assert status == "ok (same run as feature-extraction)"
     screenshot(page, "compare")
     page.click("#strategy-table tr[data-strategy=lora] a.open-run")
     page.wait_for_url(f"{browser.origin}/run/0/compare-tiny/runs/lora")

@@ -53,7 +53,7 @@ def _one_line(exc: BaseException) -> str:
 
 # -- Compare ----------------------------------------------------------------------------------------
 _ROW_KEYS = ("strategy", "status", "accuracy", "macro_f1", "trainable_params", "total_params", "seconds",
-             "peak_memory_mb", "epochs_to_best", "epochs")
+             "peak_memory_mb", "epochs_to_best", "epochs", "same_run_as")
 
 
 def _compare_rows(folder: Path) -> list[dict[str, Any]]:
@@ -88,10 +88,11 @@ def compare_details(roots: Roots, folder: Path) -> dict[str, Any]:
     best = workflows.pick_best(rows)
     curves = []
     for row in rows:
-        run_dir = folder / _COMPARE_RUNS / row["strategy"]
+        twin = row["same_run_as"]  # a strategy compare did not train again: its twin's run
+        run_dir = folder / _COMPARE_RUNS / (twin or row["strategy"])
         row["best"] = best is not None and row is best
         row["run_id"] = roots.id_of(run_dir) if run_dir.is_dir() else None
-        if row["run_id"]:
+        if row["run_id"] and not twin:
             curves.append({"strategy": row["strategy"], **_accuracy_curve(run_dir)})
     header = (_read_text(folder / _COMPARE_MD) or "").splitlines()[2:3]  # "model: ... · data: ..."
     summary = workflows.summarize_folder(folder)

@@ -6,10 +6,13 @@ Figures are saved with ``transferkit.train.plots.save_figure`` and folders named
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from types import FunctionType
 from typing import Any, Iterable, Sequence
 
+from ..config import TrainConfig
 from ..errors import ConfigError, RunFolderError
 from ..io.runfolder import default_folder
 from ..strategies import strategy_class
@@ -47,6 +50,33 @@ def options_for(strategy: str, shared: dict[str, Any]) -> dict[str, Any]:
     if strategy_class(strategy).uses_feature_cache() and "epochs" in shared:
         return {k: v for k, v in shared.items() if k != "epochs"}
     return dict(shared)
+
+
+def trains_same_run(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether two configs train the same run: the same settings, and one strategy class only
+    renames the other (``linear-probe`` is feature extraction with the L-BFGS head, the default).
+
+    Example:
+        >>> base = TrainConfig(model="builtin:efficientnet_lite0", data="builtin:digits")
+        >>> trains_same_run(dataclasses.replace(base, strategy="feature-extraction"),
+        ...                 dataclasses.replace(base, strategy="linear-probe"))
+        True
+        >>> trains_same_run(dataclasses.replace(base, strategy="feature-extraction", head_solver="adamw"),
+        ...                 dataclasses.replace(base, strategy="linear-probe", head_solver="adamw"))
+        False
+    """
+    # the settings each run trains with: defaults filled in, a strategy's fixed settings applied
+    # (linear-probe's head is L-BFGS even where feature extraction was given --head-solver adamw)
+    for modality in ("image", "text"):
+        if dataclasses.replace(a.resolved(modality), strategy=b.strategy) != b.resolved(modality):
+            return False
+    ca, cb = strategy_class(a.strategy), strategy_class(b.strategy)
+    sub, base = (ca, cb) if issubclass(ca, cb) else (cb, ca) if issubclass(cb, ca) else (None, None)
+    if sub is None or base is None:
+        return False
+    methods = [k for k, v in vars(sub).items() if not k.startswith("__")
+               and isinstance(v, (FunctionType, classmethod, staticmethod, property))]
+    return not methods and sub.phases == base.phases
 
 
 def read_json(path: Path) -> Any:

@@ -35,7 +35,7 @@ from ..strategies import strategy_class, strategy_names
 from ..train import train
 from ..train.device import resolve_device
 from ..train.plots import pyplot, save_figure
-from ._common import options_for
+from ._common import options_for, trains_same_run
 from .report_run import run_records
 
 __all__ = ["compare", "CompareResult", "pick_best", "COMPARE_JSON", "COMPARE_MD", "COMPARE_PLOT"]
@@ -161,7 +161,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], header: str, best: dict[str, 
         if top is not None and r["accuracy"] == top:
             acc = f"**{acc}**"
         run = Path(r["run_dir"]).name if r["run_dir"] else "-"
-        lines.append(f"| {r['strategy']} | {r['status']} | {acc} | {_fmt(r['macro_f1'])} | "
+        status = f"{r['status']} (same run as {r['same_run_as']})" if r.get("same_run_as") else r["status"]
+        lines.append(f"| {r['strategy']} | {status} | {acc} | {_fmt(r['macro_f1'])} | "
                      f"{_fmt(r['trainable_params'])} | {_fmt(r['total_params'])} | {_fmt(r['seconds'], 1)} | "
                      f"{_fmt(r['peak_memory_mb'], 1)} | {_fmt(r['epochs_to_best'])} | {run} |")
     lines.append("")
@@ -179,7 +180,7 @@ def _plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Validation accuracy against cumulative epoch seconds; every phase of a run on one line."""
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in rows:
-        records = run_records(Path(r["run_dir"])) if r["run_dir"] else []
+        records = run_records(Path(r["run_dir"])) if r["run_dir"] and not r.get("same_run_as") else []
         if not records:
             continue
         xs, total = [], 0.0
@@ -210,6 +211,15 @@ def _link_best(out_dir: Path, best: dict[str, Any]) -> None:
         atomic_write_text(out_dir / BEST_TXT, str(best["run_dir"]) + "\n")
 
 
+def _trained_twin(name: str, configs: dict[str, TrainConfig], rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished row of an earlier strategy whose run ``name`` would repeat exactly, if any."""
+    for row in rows:
+        if row["status"] == "ok" and not row.get("same_run_as") and trains_same_run(configs[row["strategy"]],
+                                                                                    configs[name]):
+            return row
+    return None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:500]
 
@@ -234,6 +244,10 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
         **options: TrainConfig fields given to every run (epochs, lr, per_class, ...). ``epochs``
             is not given to feature-extraction and linear-probe, whose heads train on cached
             features with their own default (an epoch there costs milliseconds).
+
+    A strategy whose run would repeat an earlier strategy's exactly (``linear-probe`` after
+    ``feature-extraction`` with the default L-BFGS head) is not trained again: its row repeats
+    that run's results, with ``same_run_as`` naming it and ``seconds`` None.
 
     Returns:
         A :class:`CompareResult`; the same content is in ``out``'s compare.json and compare.md.
@@ -267,6 +281,12 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
     start: float | None = None
     for i, name in enumerate(names):
         run_dir = out_dir / "runs" / name
+        twin = _trained_twin(name, configs, rows)
+        if twin is not None:  # e.g. linear-probe after feature-extraction: the same run, not trained twice
+            log.info("compare: %s trains the same run as %s; its row is that run's", name, twin["strategy"])
+            rows.append({**twin, "strategy": name, "seconds": None, "same_run_as": twin["strategy"]})
+            atomic_write_json(out_dir / COMPARE_JSON, rows)
+            continue
         cfg = dataclasses.replace(configs[name], out=str(run_dir))
         if time_budget is not None:
             start = time.perf_counter() if start is None else start
@@ -275,7 +295,10 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
                 log.info("compare: %s skipped, the %.1f s time budget is spent", name, time_budget)
                 rows.append(_row(name, run_dir, SKIPPED, None))
                 continue
-            cfg = dataclasses.replace(cfg, time_budget=left / (len(names) - i))
+            # twins of an earlier strategy will take no time: the share is of those that train
+            trains = [n for j, n in enumerate(names) if j >= i and not any(
+                trains_same_run(configs[m], configs[n]) for m in names[:j])]
+            cfg = dataclasses.replace(cfg, time_budget=left / max(1, len(trains)))
         log.info("compare: strategy %d/%d: %s", i + 1, len(names), name)
         if strategy_class(name).uses_feature_cache() and "epochs" in shared:
             log.info("compare: %s keeps its own epoch default (its head trains on cached features); "

@@ -48,7 +48,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FunctionType
 from typing import Any, Callable, Mapping, Sequence
 
 from ..config import DataOptions, TrainConfig
@@ -58,6 +57,7 @@ from ..io.atomic import atomic_write_json
 from ..io.records import EpochRecord, Phase, read_epoch_records
 from ..strategies import strategy_class, strategy_names
 from ..train import train
+from ._common import trains_same_run
 from .race_costs import RunCosts, next_rung_cost
 
 __all__ = ["Candidate", "Trial", "RaceEntry", "RaceResult", "Trainer", "successive_halving", "race",
@@ -475,20 +475,6 @@ def _reasons(r: RaceResult, pool: Sequence[Candidate], state: _Race, winner: Can
 
 
 # -- the real trainer --------------------------------------------------------------------------
-def _equivalent(a: TrainConfig, b: TrainConfig) -> bool:
-    """Two configs train the same run: same settings, and one strategy class only renames or
-    fixes settings of the other (``linear-probe`` is feature extraction with the L-BFGS head)."""
-    if dataclasses.replace(a, strategy=b.strategy) != b:
-        return False
-    ca, cb = strategy_class(a.strategy), strategy_class(b.strategy)
-    sub, base = (ca, cb) if issubclass(ca, cb) else (cb, ca) if issubclass(cb, ca) else (None, None)
-    if sub is None or base is None:
-        return False
-    methods = [k for k, v in vars(sub).items() if not k.startswith("__")
-               and isinstance(v, (FunctionType, classmethod, staticmethod, property))]
-    return not methods and sub.phases == base.phases
-
-
 def candidates_for(prior: Sequence[tuple[str, Mapping[str, Any]]], base: Mapping[str, Any],
                    modality: str | None = None) -> list[Candidate]:
     """Every registered strategy as a candidate: feature extraction first (the budget's unit),
@@ -513,7 +499,7 @@ def candidates_for(prior: Sequence[tuple[str, Mapping[str, Any]]], base: Mapping
     for name in dict.fromkeys(order):
         settings, is_prior = wanted.get(name, ({}, False))
         cfg = TrainConfig(**base, strategy=name, **settings).resolved(modality)
-        if any(_equivalent(cfg, seen) for seen in configs):
+        if any(trains_same_run(cfg, seen) for seen in configs):
             continue
         configs.append(cfg)
         head_only = strategy_class(name).uses_feature_cache()

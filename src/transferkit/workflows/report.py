@@ -76,7 +76,7 @@ def _compare_sections(folder: Path) -> list[str]:
     warnings, details = [], []
     for r in rows:
         run_dir = _run_dir(folder, r)
-        if run_dir is None:
+        if run_dir is None or r.get("same_run_as"):  # a twin's run is shown under its own strategy
             continue
         warnings += [f"[{r['strategy']}] {w}" for w in run_warnings(run_dir)]
         details.append(_run_details(run_dir, r))

@@ -9,7 +9,7 @@
                      "seconds", "peak MB", "epochs to best"];
     const cells = rows.map((r) => [r.strategy,
       r.run_id ? TK.el("a", { class: "button open-run", href: `/run/${TK.enc(r.run_id)}`, text: "Open run" }) : "–",
-      r.status, TK.num(r.accuracy), TK.num(r.macro_f1), TK.int(r.trainable_params), TK.int(r.total_params),
+      r.same_run_as ? `${r.status} (same run as ${r.same_run_as})` : r.status, TK.num(r.accuracy), TK.num(r.macro_f1), TK.int(r.trainable_params), TK.int(r.total_params),
       TK.secs(r.seconds), r.peak_memory_mb === null ? "–" : Number(r.peak_memory_mb).toFixed(1), r.epochs_to_best]);
     const table = TK.table(headers, cells, [3, 4, 5, 6, 7, 8, 9]);
     table.id = "strategy-table";
