@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -85,6 +83,7 @@ from .metrics import classification_metrics
 from .metrics_log import MetricsLog
 from .plots import learning_curve_figure, save_figure
 from .progress import Progress
+from .run_log import run_log
 
 log = logging.getLogger("transferkit")
 
@@ -359,42 +358,6 @@ def _write_outputs(trainer: _Trainer, strategy: Strategy, scored: tuple[torch.Te
     return metrics
 
 
-@contextlib.contextmanager
-def _run_log(run_dir: Path, ctx: Distributed = SINGLE) -> Iterator[None]:
-    """Send the transferkit log (INFO and up) to RUN_DIR/train.log while the block runs, hold the
-    folder's running lock, and record an error that ends the run in RUN_DIR/failure.json (what
-    the dashboard shows as failed; an interrupted run has neither the lock nor that file).
-    Rank 0 alone does this in a distributed run."""
-    if not ctx.main:
-        yield
-        return
-    (run_dir / rf.FAILURE).unlink(missing_ok=True)  # a resumed run is not failed (yet)
-    with rf.hold_running_lock(run_dir), _log_to(run_dir):
-        try:
-            yield
-        except Exception as exc:
-            atomic_write_json(run_dir / rf.FAILURE, {"error": " ".join(str(exc).split()),
-                                                     "type": type(exc).__name__})
-            raise
-
-
-@contextlib.contextmanager
-def _log_to(run_dir: Path) -> Iterator[None]:
-    handler = logging.FileHandler(run_dir / rf.LOG, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.setLevel(logging.INFO)
-    log.addHandler(handler)
-    old_level = log.level
-    if log.getEffectiveLevel() > logging.INFO:  # library use: the run log still gets INFO
-        log.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        log.setLevel(old_level)
-        log.removeHandler(handler)
-        handler.close()
-
-
 def _execute(cfg: TrainConfig, model: TransferModel, data: DataBundle, run_dir: Path,
              progress: bool | None, started: float, resume: Resumable | None = None,
              ctx: Distributed = SINGLE, trial: bool = False) -> RunResult:
@@ -544,7 +507,7 @@ def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Di
         report_run_dir(ctx, run_dir)
     run_dir = ctx.broadcast_object(run_dir)
     cfg = dataclasses.replace(cfg.with_data_defaults(len(data.train)), out=str(run_dir))
-    with _run_log(run_dir, ctx):
+    with run_log(run_dir, ctx):
         if ctx.main:
             cfg.save(run_dir / rf.CONFIG)
             atomic_write_json(run_dir / rf.MODEL_SPEC, model.spec.to_dict())
@@ -589,7 +552,7 @@ def _resume(run_dir: Path, ck: Resumable, cfg: TrainConfig, progress: bool | Non
     model.load_state_dict(ck.loop.model)
     data = _load_data(cfg, spec.modality)
     check_unchanged(ck, data, run_dir)
-    with _run_log(run_dir, ctx):
+    with run_log(run_dir, ctx):
         log.info("resuming %s after epoch %d of phase %s%s", run_dir, ck.loop.state.epoch, ck.loop.phase,
                  " (its training had ended; testing)" if ck.stop_decided() else "")
         for leftover in leftovers:
