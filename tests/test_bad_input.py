@@ -155,6 +155,7 @@ NUMBER_CASES = [
     (TRAIN + ["--label-smoothing", "inf"], ["label_smoothing", "finite"]),
     (TRAIN + ["--time-budget", "inf"], ["time_budget", "finite"]),
     (TRAIN + ["--probe-energy", "nan"], ["probe_energy", "finite"]),
+    (TRAIN + ["--wise-alpha", "1.5"], ["wise_alpha", "between 0.0 and 1.0"]),
     (TRAIN + ["--lr-decay", "nan"], ["lr_decay", "finite"]),
     (TRAIN + ["--lora-alpha", "nan"], ["lora_alpha", "finite"]),
     (TRAIN + ["--lora-dropout", "nan"], ["lora_dropout", "finite"]),

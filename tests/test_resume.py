@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_clean_error, run_cli, write_sentiment_csv
+from safetensors.torch import load_file
 
 import transferkit as tk
 from transferkit.cli import main
@@ -274,7 +275,7 @@ def _comparable(metrics: dict) -> dict:
 def test_lp_ft_resumed_keeps_its_probe_entries(monkeypatch, tmp_path, tiny_bert_dir, sentiment_csv) -> None:
     """The probe phase ran before the kill: its test-record entries (head choice, probe scale) and
     warnings come back from the checkpoint, not from a phase the resume skips."""
-    config = {"strategy": "lp-ft", "epochs": 3, "overfit_gap": 0.01}
+    config = {"strategy": "lp-ft", "epochs": 3, "overfit_gap": 0.01, "wise_alpha": 0.75}
     whole = tk.train(_quick(tiny_bert_dir, sentiment_csv, tmp_path / "whole", **config))
     _kill_after_epoch(monkeypatch, 1)
     with pytest.raises(_Killed):
@@ -283,3 +284,7 @@ def test_lp_ft_resumed_keeps_its_probe_entries(monkeypatch, tmp_path, tiny_bert_
     resumed = tk.resume(tmp_path / "run")
     assert "head" in resumed.test_metrics and "probe_scale" in resumed.test_metrics
     assert _comparable(resumed.test_metrics) == _comparable(whole.test_metrics)
+    # phase 2's start (the probe) came back from the checkpoint: the same weights ensemble
+    assert resumed.test_metrics["wise_alpha"] == 0.75
+    kept, resumed_weights = (load_file(str(r / rf.WEIGHTS)) for r in (whole.run_dir, resumed.run_dir))
+    assert all(torch.equal(kept[k], resumed_weights[k]) for k in kept)

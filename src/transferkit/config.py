@@ -322,6 +322,12 @@ class TrainConfig(DataOptions):
         "its training loss to this share of ln(C), a uniform guess's loss. A probe that fits a "
         "few-shot split exactly leaves no gradient to adapt the backbone; 0 keeps it as fitted.", 0.5
     )
+    wise_alpha: float = _help(
+        "lp-ft: keep the probe's weights plus this share of the change fine-tuning made to them "
+        "(WiSE-FT weight-space ensembling, one model at no inference cost); 1 keeps the fine-tuned "
+        "weights, 0 the probe. 0.75 lifted the suite's rows where LP-FT trails (faces) but cost "
+        "where fine-tuning gains most (trec): docs/defaults.md.", 1.0
+    )
     last_n: int = _help("last-n: how many of the top layer groups (below the head) train.", 2)
     unfreeze_every: int = _help("gradual: epochs between unfreezing steps (K).", 1)
     gradual_groups: int | None = _help("gradual: at most this many backbone groups get unfrozen.")
@@ -417,6 +423,7 @@ class TrainConfig(DataOptions):
         _check_range(self, "lora_dropout", 0.0, 0.9)
         _check_range(self, "warmup_fraction", 0.0, 0.9)
         _check_range(self, "label_smoothing", 0.0, 0.9)
+        _check_range(self, "wise_alpha", 0.0, 1.0)
         if not 0.0 <= self.probe_energy < 1.0:
             raise ConfigError(f"probe_energy: must be in [0, 1) (a share of ln(C); 0 disables "
                               f"tempering the probe), got {self.probe_energy!r}.")

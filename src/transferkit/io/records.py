@@ -300,6 +300,8 @@ class TestMetrics:
             chosen ``l2`` or ``epochs``, the selection's ``score`` and ``loss``, ``refit`` (fitted
             again on train + val) and the ``examples`` it was fitted on.
         probe_scale: LP-FT: the factor applied to the probe before fine-tuning.
+        wise_alpha: LP-FT: the share of phase 2's change to the probe's weights that was kept
+            (``--wise-alpha``; None when the fine-tuned weights were kept as they are).
         precision: the arithmetic precision the run trained and encoded in (``fp32``, ``bf16``,
             ``fp16``: ``--precision`` resolved on its device).
         warnings: every warning of the run (overfitting, ignored options, time budget...).
@@ -329,6 +331,7 @@ class TestMetrics:
     lbfgs: dict[str, float] | None = None
     head: dict[str, Any] | None = None
     probe_scale: float | None = None
+    wise_alpha: float | None = None
     precision: str | None = None
     warnings: list[str] = field(default_factory=list)
     skipped: SkippedInputs = field(default_factory=SkippedInputs)

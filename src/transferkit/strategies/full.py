@@ -102,4 +102,4 @@ class LinearProbeThenFineTune(Strategy):
     # probe, test accuracy 0.955 at 3e-4 and 0.967 at 1e-4 (full fine-tuning: 0.964).
     modality_defaults = MappingProxyType({"text": MappingProxyType({"lr": 1e-4})})
     phases = (HeadPhase(record=Phase.LINEAR_PROBE, settings=HEAD_DEFAULTS, temper=True),
-              FineTunePhase(keep_start_if_better=True, keep_latest=True))
+              FineTunePhase(keep_start_if_better=True, keep_latest=True, ensemble_with_start=True))

@@ -43,11 +43,14 @@ class FineTunePhase:
             them unless an epoch beats them (LP-FT: phase 2 never ends worse than its probe).
         keep_latest: train the whole schedule and keep the latest epoch scoring at least the
             start (``train.loop.fit``), instead of the best epoch with early stopping.
+        ensemble_with_start: afterwards, move the kept weights back towards the starting ones,
+            keeping ``wise_alpha`` of the change (WiSE-FT, ``train.wise``; LP-FT: the probe).
     """
 
     record: Phase = Phase.FINE_TUNE
     keep_start_if_better: bool = False
     keep_latest: bool = False
+    ensemble_with_start: bool = False
 
 
 PhaseSpec = Union[HeadPhase, FineTunePhase]

@@ -53,11 +53,13 @@ __all__ = [
     "config_fingerprint",
     "data_fingerprint",
     "load_checkpoint",
+    "load_phase_start",
     "mark_finished",
     "remove_checkpoint",
     "restore_cuda_rng",
     "restore_host_rng",
     "save_checkpoint",
+    "save_phase_start",
 ]
 
 FOLDER = rf.CHECKPOINT
@@ -65,6 +67,9 @@ _STATE = "state.pt"
 # The loop's end, marked beside the state it ends (named by the state's random id) instead of
 # rewriting state.pt: that file holds the optimizer's moments (MiniLM: ~180 MB, ~1 s to rewrite).
 _FINISHED = "finished.pt"
+# LP-FT: the weights phase 2 started from (the probe), which its kept weights are interpolated
+# towards after the loop (``train.wise``); a resumed phase 2 has lost them from memory.
+_PHASE_START = "phase-start.safetensors"
 
 
 @dataclass
@@ -230,7 +235,7 @@ def save_checkpoint(run_dir: Path, ck: Checkpoint, run: RunState | None = None) 
     atomic_save_torch(folder / _STATE, state)
     (folder / _FINISHED).unlink(missing_ok=True)  # stale now: it names the previous state
     for old in folder.glob("*.safetensors"):  # only the files the new state names survive
-        if old.name not in (f"model-{epoch}.safetensors", f"best-{epoch}.safetensors"):
+        if old.name not in (f"model-{epoch}.safetensors", f"best-{epoch}.safetensors", _PHASE_START):
             old.unlink(missing_ok=True)
 
 
@@ -285,6 +290,19 @@ def _read_state(run_dir: Path, mmap: bool = False) -> dict[str, Any]:
             f"The checkpoint {path} is unreadable ({type(exc).__name__}); the run cannot be "
             f"resumed. Start it again with `transferkit train --config {Path(run_dir) / rf.CONFIG}`."
         ) from None
+
+
+def save_phase_start(run_dir: Path, weights: dict[str, torch.Tensor]) -> None:
+    """Keep the weights a fine-tuning phase started from beside its checkpoint (LP-FT's probe)."""
+    folder = Path(run_dir) / FOLDER
+    folder.mkdir(exist_ok=True)
+    atomic_save_weights(folder / _PHASE_START, weights)
+
+
+def load_phase_start(run_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The weights :func:`save_phase_start` kept; None for a run folder from before they were kept."""
+    path = Path(run_dir) / FOLDER / _PHASE_START
+    return load_weights(path) if path.is_file() else None
 
 
 def mark_finished(run_dir: Path, run: RunState) -> None:

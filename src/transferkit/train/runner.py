@@ -43,11 +43,13 @@ from .checkpoint import (
     config_fingerprint,
     data_fingerprint,
     load_checkpoint,
+    load_phase_start,
     mark_finished,
     remove_checkpoint,
     restore_cuda_rng,
     restore_host_rng,
     save_checkpoint,
+    save_phase_start,
 )
 from .device import (
     inference_batch_size,
@@ -84,6 +86,7 @@ from .metrics_log import MetricsLog
 from .plots import learning_curve_figure, save_figure
 from .progress import Progress
 from .run_log import run_log
+from .wise import float_state, interpolate_towards
 
 log = logging.getLogger("transferkit")
 
@@ -265,6 +268,19 @@ class _Trainer:
                      "%.2f x ln(C)", self.cfg.strategy, scale, 1 / scale, self.cfg.probe_energy)
         self.model.head.load_state_dict(head.state_dict())
 
+    def phase_start(self, phase: FineTunePhase, resume: Resumable | None) -> dict[str, torch.Tensor] | None:
+        """LP-FT: the probe's weights, which phase 2's kept weights move back towards (WiSE-FT);
+        kept beside the checkpoint for a resume. None where nothing is interpolated (a race trial
+        is scored on validation as fine-tuned; a run folder from before they were kept)."""
+        if not phase.ensemble_with_start or self.cfg.wise_alpha == 1.0 or self.trial:
+            return None
+        if resume is not None:
+            return load_phase_start(self.run_dir)
+        start = float_state(self.model)
+        if self.ctx.main:
+            save_phase_start(self.run_dir, start)
+        return start
+
     def run_finetune(self, strategy: Strategy, phase: FineTunePhase,
                      resume: Resumable | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Train end to end with the strategy's schedule; checkpoint every epoch.
@@ -288,6 +304,7 @@ class _Trainer:
                                    pin_memory=self.device.type == "cuda", decoded=self.decoded)
         val_loader = make_loader(self.model, self.data.val, batch_size=self.eval_batch, num_workers=self.workers,
                                  ctx=self.ctx, pin_memory=self.device.type == "cuda", decoded=self.decoded)
+        start = self.phase_start(phase, resume)
         result = fit(self.model, train_loader, val_loader, strategy.param_groups(self.model),
                      settings, phase=phase.record, label=f"{strategy.name} {phase.record}",
                      metrics_log=self.metrics, progress=self.progress,
@@ -308,6 +325,9 @@ class _Trainer:
             mark_finished(self.run_dir, self.run_state())
         if self.trial:
             return None
+        if start is not None:  # after the loop: its checkpoints hold the weights it kept, as it kept them
+            interpolate_towards(self.model, start, cfg.wise_alpha)
+            self.extra["wise_alpha"] = cfg.wise_alpha
         kill_point("test-pass")
         # read once: decoding into the cache would only hold memory
         test_loader = make_loader(self.model, self.data.test, batch_size=self.eval_batch,

@@ -18,7 +18,7 @@ __all__ = ["run_sections", "run_warnings", "confusion_figure", "run_records", "r
 
 _METRIC_KEYS = ("accuracy", "macro_f1", "n", "split", "trainable_params", "total_params", "seconds",
                 "peak_memory_mb", "peak_cuda_memory_mb", "epochs", "epochs_to_best", "best_epoch",
-                "probe_scale", "lbfgs")
+                "probe_scale", "wise_alpha", "lbfgs")
 _MAX_LISTED = 20
 
 
