@@ -14,6 +14,7 @@ little data has.
 Run:  .venv/bin/python benchmarks/defaults_suite.py --results benchmarks/results/defaults.jsonl
       [--datasets builtin:mnist,...] [--per-class 5,20,100] [--seeds 0,1] [--strategies all]
       [--image-size 128] [--max-length 128] [--max-test 500] [--lr 1e-4 (a candidate default)]
+      [--wise-alpha 0.75 (LP-FT weight-space ensembling, a trial)]
       .venv/bin/python benchmarks/defaults_suite.py --results ... --table docs/defaults-table.md
 """
 
@@ -41,9 +42,9 @@ MODELS = {"image": "builtin:efficientnet_lite0", "text": "builtin:minilm"}
 VAL_FRACTION = 0.15
 
 
-def cell_key(row: dict[str, Any]) -> tuple[str, int, int, str, float | None]:
-    """What makes a run a cell: a trial ``--lr`` row is not the default's cell (``lr`` None)."""
-    return row["data"], row["per_class"], row["seed"], row["strategy"], row.get("lr")
+def cell_key(row: dict[str, Any]) -> tuple[str, int, int, str, float | None, float | None]:
+    """What makes a run a cell: a trial ``--lr`` or ``--wise-alpha`` row is not the default's cell."""
+    return row["data"], row["per_class"], row["seed"], row["strategy"], row.get("lr"), row.get("wise_alpha")
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -69,6 +70,8 @@ def run_cell(data: str, modality: str, per_class: int, seed: int, strategy: str,
              args: argparse.Namespace) -> dict[str, Any]:
     size = {"image_size": args.image_size} if modality == "image" else {"max_length": args.max_length}
     trial = {} if args.lr is None else {"lr": args.lr}  # a candidate default, tried before it is one
+    if args.wise_alpha is not None:
+        trial["wise_alpha"] = args.wise_alpha
     out = Path(tempfile.mkdtemp(prefix="tk-suite-"))
     shutil.rmtree(out)
     try:
@@ -102,7 +105,7 @@ def run_suite(args: argparse.Namespace) -> None:
                 if per_class > smallest * (1 - VAL_FRACTION - test_fraction):
                     continue  # the data does not allow this size
                 for strategy in strategies:
-                    if (data, per_class, seed, strategy, args.lr) in done:
+                    if (data, per_class, seed, strategy, args.lr, args.wise_alpha) in done:
                         continue
                     row = run_cell(data, modality, per_class, seed, strategy, test_fraction, args)
                     with results_path.open("a") as f:
@@ -183,6 +186,8 @@ def main() -> None:
                         help="the learning rate every run uses instead of its strategy's default (to try a "
                              "candidate default on the suite); its rows are cells of their own, but --table "
                              "would mix them with the default's: write them to another folder")
+    parser.add_argument("--wise-alpha", type=float,
+                        help="LP-FT's --wise-alpha for every run (a trial, as --lr: its own cells, another folder)")
     parser.add_argument("--table", help="write the markdown table of --results to this file and stop")
     parser.add_argument("--threads", type=int, help="torch threads (two 1-thread workers beat one 2-thread one)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
