@@ -4,8 +4,9 @@ LP-FT's phase 2 starts from the pre-trained backbone under a fitted probe. On a 
 class the fine-tuned weights gain on the new task what they lose of the pre-trained features;
 the weights part of the way between the two can keep more of both (weight-space ensembling: one
 model, no inference cost). ``--wise-alpha`` (default 1: off). On the defaults suite alpha 0.75
-lifted the rows where LP-FT trails (faces) and cost where fine-tuning gains most (trec), even on
-average; the rule fixed before the runs kept it off (docs/defaults.md, "weight-space ensembling").
+lifted the rows where LP-FT trails (faces) and cost where fine-tuning gains most (trec), at the
+same mean margin; the rule fixed before its held-out runs kept it off (docs/defaults.md,
+"weight-space ensembling").
 """
 
 from __future__ import annotations
