@@ -288,3 +288,18 @@ def test_lp_ft_resumed_keeps_its_probe_entries(monkeypatch, tmp_path, tiny_bert_
     assert resumed.test_metrics["wise_alpha"] == 0.75
     kept, resumed_weights = (load_file(str(r / rf.WEIGHTS)) for r in (whole.run_dir, resumed.run_dir))
     assert all(torch.equal(kept[k], resumed_weights[k]) for k in kept)
+
+
+def test_lp_ft_resume_without_its_probe_weights_is_a_clean_error(monkeypatch, capsys, tmp_path, tiny_bert_dir,
+                                                                 sentiment_csv) -> None:
+    """--wise-alpha needs phase 2's starting weights: a checkpoint without them is refused, not
+    resumed into a run that keeps other weights than its config says."""
+    _kill_after_epoch(monkeypatch, 1)
+    with pytest.raises(_Killed):
+        tk.train(_quick(tiny_bert_dir, sentiment_csv, tmp_path / "run", strategy="lp-ft", epochs=3, wise_alpha=0.5))
+    _revive(monkeypatch)
+    start = tmp_path / "run" / "checkpoint" / "phase-start.safetensors"
+    assert start.is_file()  # it survived the checkpoint's pruning of older weights
+    start.unlink()
+    code = main(["-q", "train", "--resume", str(tmp_path / "run")])
+    assert_clean_error(code, capsys.readouterr().err, "phase-start.safetensors is missing", "--wise-alpha")

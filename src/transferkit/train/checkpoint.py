@@ -299,10 +299,17 @@ def save_phase_start(run_dir: Path, weights: dict[str, torch.Tensor]) -> None:
     atomic_save_weights(folder / _PHASE_START, weights)
 
 
-def load_phase_start(run_dir: Path) -> dict[str, torch.Tensor] | None:
-    """The weights :func:`save_phase_start` kept; None for a run folder from before they were kept."""
+def load_phase_start(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights :func:`save_phase_start` kept (raises RunFolderError if they are gone: without
+    them a resumed run would silently keep other weights than its config asks for)."""
     path = Path(run_dir) / FOLDER / _PHASE_START
-    return load_weights(path) if path.is_file() else None
+    if not path.is_file():
+        raise RunFolderError(
+            f"{path} is missing: it holds the weights LP-FT's phase 2 started from, which --wise-alpha "
+            "interpolates towards, so the run cannot be resumed as configured. Start it again with "
+            f"`transferkit train --config {Path(run_dir) / rf.CONFIG}`."
+        )
+    return load_weights(path)
 
 
 def mark_finished(run_dir: Path, run: RunState) -> None:

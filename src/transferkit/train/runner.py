@@ -270,8 +270,8 @@ class _Trainer:
 
     def phase_start(self, phase: FineTunePhase, resume: Resumable | None) -> dict[str, torch.Tensor] | None:
         """LP-FT: the probe's weights, which phase 2's kept weights move back towards (WiSE-FT);
-        kept beside the checkpoint for a resume. None where nothing is interpolated (a race trial
-        is scored on validation as fine-tuned; a run folder from before they were kept)."""
+        kept beside the checkpoint for a resume. None where nothing is interpolated (alpha 1; a
+        race trial, scored on validation as fine-tuned)."""
         if not phase.ensemble_with_start or self.cfg.wise_alpha == 1.0 or self.trial:
             return None
         if resume is not None:
