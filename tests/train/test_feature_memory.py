@@ -225,10 +225,11 @@ def fit(pool, train, val):
 small = [features.CachedFeatures(p.features[:3000].clone(), p.labels[:3000]) for p in parts]
 fit(features.FeatureRows(small), *small)  # warm up: the libraries' code pages are resident now
 del small
-Path("/proc/self/clear_refs").write_text("5")
-before, files_before = status("VmHWM"), status("RssFile") + status("RssShmem")
-accuracy = fit(pool, *parts)
-print(status("VmHWM") - before, status("RssFile") + status("RssShmem") - files_before, accuracy)
+for repetition in range(3):  # one line each: peak growth, mapped-file growth, accuracy
+    Path("/proc/self/clear_refs").write_text("5")
+    before, files_before = status("VmHWM"), status("RssFile") + status("RssShmem")
+    accuracy = fit(pool, *parts)
+    print(status("VmHWM") - before, status("RssFile") + status("RssShmem") - files_before, accuracy)
 """
 
 
@@ -249,12 +250,17 @@ def test_fitting_on_a_memory_mapped_file_does_not_copy_it_into_ram(tmp_path) -> 
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(PEAK_SCRIPT), str(tmp_path), str(n), str(dim)],
                          check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    peak_mb, mapped_mb, accuracy = map(float, out.stdout.split())
+    fits = [tuple(map(float, line.split())) for line in out.stdout.splitlines()]
+    peak_mb, mapped_mb, accuracy = fits[0]
     # The mapped file's own pages count as resident once read (at most data_mb); a solver that
     # materialised the matrix, or its standardised copy, would add at least data_mb more.
     assert peak_mb < data_mb + 0.35 * data_mb, (peak_mb, mapped_mb, data_mb)
-    assert peak_mb - mapped_mb < 0.25 * data_mb, (peak_mb, mapped_mb, data_mb)
-    assert accuracy > 0.5  # it did fit: the first feature separates the classes
+    # Memory of its own (peak minus mapped pages), the least of three fits: a copy of the matrix
+    # shows in every fit, while the allocator's transient peaks vary (4-11 MB alone, 23 MB once
+    # inside a CI run, against 60 MB of data).
+    own_mb = min(peak - mapped for peak, mapped, _ in fits)
+    assert own_mb < 0.25 * data_mb, (fits, data_mb)
+    assert all(fit[2] > 0.5 for fit in fits)  # it did fit: the first feature separates the classes
 
 
 def test_a_cache_dir_that_is_a_file_fails_before_the_run_folder_exists(tmp_path, capsys) -> None:
