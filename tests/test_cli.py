@@ -39,6 +39,8 @@ def test_train_evaluate_predict_text(capsys, tmp_path, tiny_bert_dir, sentiment_
     evaluated = json.loads(stdout)
     # The run's own data is scored on the run's own test split: same numbers as training wrote.
     assert evaluated["n"] == metrics["n"] and evaluated["accuracy"] == pytest.approx(metrics["accuracy"])
+    code, stdout, _ = run_cli(capsys, "evaluate", out)  # the text output says what it scored
+    assert code == 0 and "scored: the run's own test split" in stdout
 
     code, stdout, _ = run_cli(capsys, "predict", out, "good great film", "bad terrible movie", "--json", "-k", "2")
     assert code == 0

@@ -106,6 +106,32 @@ def test_onnx_metadata_and_default_path(capsys, image_run, tmp_path, data_dir) -
     assert_same_predictions(_predict_rows(capsys, alone, inputs), _predict_rows(capsys, image_run, inputs))
 
 
+def test_predict_a_folder_of_images(capsys, image_run, data_dir, tmp_path) -> None:
+    # A folder stands for every image below it, sorted, for the run and for its exported file alike.
+    folder = tmp_path / ("a folder with a name long enough to be shortened in the listing" * 2)
+    (folder / "nested").mkdir(parents=True)
+    sources = sorted((data_dir / "digits" / "1").glob("*.png"))[:3]
+    for i, src in enumerate(sources):
+        target = folder / ("nested" if i else "") / f"digit-{i}.png"
+        target.write_bytes(src.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    expected = [str(folder / "digit-0.png"), str(folder / "nested" / "digit-1.png"),
+                str(folder / "nested" / "digit-2.png")]
+    eager = _predict_rows(capsys, image_run, [str(folder)])
+    assert [r["input"] for r in eager] == expected
+    exported = image_run / "folder-export" / "model.onnx"
+    assert run_cli(capsys, "export", image_run, "--format", "onnx", "--out", exported)[0] == 0
+    assert_same_predictions(_predict_rows(capsys, exported, [str(folder)]), eager)
+    code, stdout, _ = run_cli(capsys, "predict", image_run, str(folder), "-k", "1")
+    lines = stdout.splitlines()  # long paths keep their end: the file names tell the rows apart
+    assert code == 0 and len(lines) == 3
+    assert lines[0].startswith("...") and lines[0].split("\t")[0].endswith("digit-0.png")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    for target in (image_run, exported):
+        code, _, err = run_cli(capsys, "predict", target, str(tmp_path / "empty"))
+        assert_clean_error(code, err, "holds no image files")
+
+
 def test_torchscript_loads_without_transferkit(capsys, image_run, text_run, tmp_path) -> None:
     image_file, text_file = tmp_path / "image.pt", tmp_path / "text.pt"
     for run, out in ((image_run, image_file), (text_run, text_file)):

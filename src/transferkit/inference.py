@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from .config import TrainConfig
-from .data import Split, load_eval_split, to_pil_rgb
+from .data import Split, image_inputs, load_eval_split, to_pil_rgb
 from .errors import ConfigError, DataError, RunFolderError
 from .io import runfolder as rf
 from .io.atomic import load_weights
@@ -126,7 +126,8 @@ def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5,
 
     Args:
         run_dir: a run folder, or a :class:`Run` already loaded with :func:`load_run`.
-        inputs: image file paths (image models) or texts (text models).
+        inputs: image file paths or folders of them, every image below a folder (image
+            models), or texts (text models).
         top_k: how many labels to return per input.
 
     Returns:
@@ -138,6 +139,8 @@ def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5,
     """
     check_top_k(top_k)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device)
+    if run.model.spec.modality == "image":
+        inputs = image_inputs(inputs)
     split = _read_inputs(run, inputs)
     loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))
     logits, _ = predict_logits(run.model, loader, next(run.model.parameters()).device)

@@ -171,6 +171,9 @@ def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str) -> 
         click.echo(json.dumps(_summary(metrics)))
         return
     _print_metrics(metrics)
+    scored = ("the run's own test split (the data it trained on: its training examples are not scored)"
+              if metrics["split"] == "run test split" else f"all of {metrics['data']}")
+    click.echo(f"scored: {scored}")
     classes = metrics["classes"]
     click.echo("confusion matrix (rows: true, columns: predicted):")
     width = max(4, *(len(c) for c in classes))
@@ -203,7 +206,8 @@ def _expand_inputs(inputs: Sequence[str], modality: str) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input (input, label, score, top_k).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str) -> None:
-    """Top-k labels for image files, or for texts (arguments, lines of a .txt file, or - for stdin).
+    """Top-k labels for image files (or every image in a folder), or for texts (arguments, lines
+    of a .txt file, or - for stdin).
 
     RUN_DIR is a run folder or a file written by `transferkit export` (.onnx, .pt, .ts; its
     sidecar gives the preprocessing and labels).
@@ -211,21 +215,31 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
     \b
     Example:
       transferkit predict runs/<run> cat.jpg dog.png --top-k 3
+      transferkit predict runs/<run> photos/ --json > predictions.jsonl
       transferkit predict runs/<text-run> "Shares fell sharply today" --json
       transferkit predict runs/<run>/export/model.onnx cat.jpg
     """
     if Path(run_dir).is_file() or Path(run_dir).suffix in (".onnx", ".pt", ".ts"):  # an exported model
         exported = tk.load_exported(run_dir, "cuda" if device.startswith("cuda") else "cpu")
-        texts = _expand_inputs(inputs, exported.modality)
+        modality = exported.modality
+        texts = _expand_inputs(inputs, modality)
         results = exported.predict(texts, top_k=top_k)
     else:
         run = tk.load_run(run_dir, device)
-        texts = _expand_inputs(inputs, run.model.spec.modality)
+        modality = run.model.spec.modality
+        texts = _expand_inputs(inputs, modality)
         results = tk.predict(run, texts, top_k=top_k)
     for result in results:
         if as_json:
             click.echo(json.dumps(result))
             continue
         shown = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"])
-        label = result["input"] if len(result["input"]) <= 60 else result["input"][:57] + "..."
-        click.echo(f"{label}\t{shown}")
+        click.echo(f"{_shortened(result['input'], is_path=modality == 'image')}\t{shown}")
+
+
+def _shortened(item: str, is_path: bool, width: int = 60) -> str:
+    """An input as a column: a long path keeps its end (the file name tells files apart), a
+    long text its start."""
+    if len(item) <= width:
+        return item
+    return "..." + item[-(width - 3):] if is_path else item[: width - 3] + "..."

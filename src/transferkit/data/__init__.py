@@ -17,6 +17,7 @@ from transferkit.data.datasets import (
     load_eval_split,
 )
 from transferkit.data.decoded import DecodedCache, DecodedImages
+from transferkit.data.readers import image_inputs
 from transferkit.data.transforms import (
     ImageTransform,
     TextCollator,
@@ -37,6 +38,7 @@ __all__ = [
     "resolve_image_size",
     "build_image_transform",
     "to_pil_rgb",
+    "image_inputs",
     "ImageDataset",
     "ImageTransform",
     "DecodedCache",

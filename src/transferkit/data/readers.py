@@ -26,6 +26,7 @@ from transferkit.errors import DataError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "Columns",
+    "image_inputs",
     "Part",
     "RawData",
     "decode_text",
@@ -260,6 +261,32 @@ def _files_under(folder: str) -> list[str]:
         dirs[:] = [d for d in dirs if _visible(d)]
         found.extend(os.path.join(root, f) for f in files if _visible(f))
     return sorted(found)
+
+
+def image_inputs(inputs: Sequence[Any]) -> list[Any]:
+    """Images to predict: a folder becomes every image file below it (sorted); files and
+    in-memory images stay as given.
+
+    Example:
+        >>> image_inputs(["cat.jpg"])
+        ['cat.jpg']
+
+    Raises:
+        DataError: a folder holds no image file.
+    """
+    paths: list[Any] = []
+    for item in inputs:
+        if not isinstance(item, (str, os.PathLike)) or not os.path.isdir(item):
+            paths.append(item)
+            continue
+        found = [f for f in _files_under(item) if _ext(f) in IMAGE_EXTENSIONS]
+        if not found:
+            raise DataError(
+                f"The folder {item} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}), "
+                "in it or in its sub-folders; give image files, or a folder that holds them."
+            )
+        paths += found
+    return paths
 
 
 def _ext(path: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..data import image_inputs
 from ..errors import ExportError
 from ..inference import check_top_k
 from .formats import EXPORT_FORMATS, check_pair
@@ -88,6 +89,8 @@ class ExportedModel:
             One dict per input: ``{"input", "label", "score", "top_k": [{"label", "score"}, ...]}``.
         """
         check_top_k(top_k)
+        if self.modality == "image":  # a folder: every image file below it
+            inputs = image_inputs(inputs)
         rows = top_k_rows([str(i) for i in inputs], self.logits(list(inputs), batch_size), self.labels, top_k)
         return rows
 
