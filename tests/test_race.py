@@ -199,6 +199,8 @@ def test_a_tie_goes_to_the_rule_tables_choice() -> None:
                        accuracy=acc, tie=0.1)
     assert result.winner == "b"
     assert "is the rule table's choice, so it wins the tie" in " ".join(result.reasons)
+    # the head is the cheaper: it lost the tie to the prior, not by its cost
+    assert [e for e in result.entries if e.strategy == HEAD][-1].outcome == "tie, not the prior's choice"
     result, _, _ = run([Candidate(HEAD), Candidate("b", full_epochs=10, prior=True)], budget=10_000,
                        accuracy={HEAD: lambda e: 0.95, "b": lambda e: 0.8}, tie=0.1)
     assert result.winner == HEAD  # beyond the tolerance, the measurement wins
@@ -343,6 +345,21 @@ def test_real_race_on_tiny_bert(tmp_path, capsys, tiny_bert_dir, sentiment_csv, 
             assert tk.TrainConfig.load(Path(e["run_dir"]) / "config.yaml").precision == "fp32"
     assert "--strategy" in data["command"] or data["strategy"] == HEAD
     assert "--precision fp32" in data["command"]
+
+
+def test_lp_ft_trial_probe_has_not_seen_validation(tmp_path, tiny_bert_dir, sentiment_csv) -> None:
+    # The race scores LP-FT on phase 2's validation accuracy, so a trial's probe is fitted on the
+    # training split alone; a probe refitted on train + val would be scored on its own examples.
+    # Feature extraction's race score is its selection score (CV), so its trial still refits.
+    logs = {}
+    for strategy, trial in (("lp-ft", False), ("lp-ft", True), (HEAD, True)):
+        cfg = tk.TrainConfig(model=f"hf:{tiny_bert_dir}", data=str(sentiment_csv), strategy=strategy, epochs=1,
+                             out=str(tmp_path / f"{strategy}-{trial}"), precision="fp32")
+        result = tk.train(cfg, progress=False, trial=trial)
+        logs[strategy, trial] = (Path(result.run_dir) / "train.log").read_text()
+    assert "refitted on train + val" in logs["lp-ft", False]
+    assert "refitted on train + val" not in logs["lp-ft", True]
+    assert "refitted on train + val" in logs[HEAD, True]
 
 
 def test_no_race_is_the_rule_answer(capsys, tiny_bert_dir, sentiment_csv) -> None:

@@ -153,6 +153,7 @@ class _Trainer:
         self._encoder: Any = None  # the feature backend's encoder (None: torch runs the model)
         self._encoder_ready = False
         self.probe_score: tuple[float, float] | None = None  # (accuracy, loss) the head was chosen by
+        self.probe_refit = self.cfg.refit  # whether the head saw validation (refitted on train + val)
         # one budget for every split's features; a spill file goes to the run folder's disk
         self.feature_cache = FeatureCache(
             cfg.feature_cache_mb, Path(cfg.cache_dir).expanduser() if cfg.cache_dir else run_dir)
@@ -216,7 +217,11 @@ class _Trainer:
         result: tuple[torch.Tensor, torch.Tensor] | None = None
         for i, phase in enumerate(phases):
             if isinstance(phase, HeadPhase):
-                result = self.run_head(phase, encode_test=i == len(phases) - 1 and not self.trial)
+                last = i == len(phases) - 1
+                # A race trial of LP-FT is scored on phase 2's validation accuracy: a probe refitted
+                # on train + val would be scored on examples it was fitted to.
+                self.probe_refit = self.cfg.refit and (last or not self.trial)
+                result = self.run_head(phase, encode_test=last and not self.trial)
             else:
                 result = self.run_finetune(strategy, phase, resume)
         if result is None and not self.trial:
@@ -251,7 +256,7 @@ class _Trainer:
         single = dataclasses.replace(self.settings(own), dist=SINGLE)
         adamw = AdamWHead(single, own.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator)
         choice, warnings = select_and_fit_head(
-            train, val, len(self.data.classes), self.cfg.head_solver, adamw=adamw, refit=self.cfg.refit,
+            train, val, len(self.data.classes), self.cfg.head_solver, adamw=adamw, refit=self.probe_refit,
             seed=self.cfg.seed, metrics_log=self.metrics, progress=self.progress, phase=phase.record)
         head = choice.head
         self.extra["head"] = choice.record()
@@ -315,7 +320,7 @@ class _Trainer:
                      resume=resume.loop if resume is not None else None,
                      baseline=phase.keep_start_if_better,
                      # a probe refitted on train + val has seen val: its honest score is the selection's
-                     baseline_score=self.probe_score if self.cfg.refit else None,
+                     baseline_score=self.probe_score if self.probe_refit else None,
                      keep_latest=phase.keep_latest)
         self.extra["best_epoch"] = result.best_epoch
         if resume is None or not resume.run.finished:  # a finished phase's warnings were saved whole

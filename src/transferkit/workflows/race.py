@@ -410,10 +410,11 @@ def successive_halving(candidates: Sequence[Candidate], trainer: Trainer, folder
     best = scores[pool[0].strategy]
     near = [c for c in pool if scores[c.strategy] >= best - tie - 1e-12]
     winner = min(near, key=order)  # a tie: the prior's choice, else the cheaper full run
+    tied_by = {c.strategy: "tie, costlier" if order(c)[0] == order(winner)[0] else "tie, not the prior's choice"
+               for c in near}
     for e in entries:
         if e.strategy in scores and not e.outcome.startswith(("failed", "skipped")):
-            e.outcome = ("winner" if e.strategy == winner.strategy else
-                         "tie, costlier" if scores[e.strategy] >= best - tie - 1e-12 else "lost")
+            e.outcome = ("winner" if e.strategy == winner.strategy else tied_by.get(e.strategy, "lost"))
     result = RaceResult(winner.strategy, dict(winner.settings), state.entries, round(state.total or 0.0, 2),
                         budget is not None, round(clock() - state.start, 2), round(costs.unit or 0.0, 2), eta, tie,
                         prior, [],
