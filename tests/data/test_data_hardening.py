@@ -41,7 +41,7 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 # ----------------------------------------------------------------------------- shifted CSV rows
 
 
-@pytest.mark.parametrize("delimiter, suffix", [(",", ".csv"), ("\t", ".tsv")])
+@pytest.mark.parametrize("delimiter, suffix", [(",", ".csv"), ("\t", ".tsv"), (";", ".csv")])
 def test_row_with_more_fields_than_header_names_its_line(tmp_path: Path, delimiter, suffix) -> None:
     rows = [r.replace(",", delimiter) for r in _texts()]
     # Line 1 header, line 2 a quoted cell spanning two lines (3), so the bad row is on line 5.

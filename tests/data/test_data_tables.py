@@ -145,6 +145,19 @@ def test_non_utf8_csv_is_decoded_with_replacement(tmp_path: Path) -> None:
     assert "caf\ufffd cr\ufffdme" in bundle.train.items + bundle.val.items + bundle.test.items
 
 
+@pytest.mark.parametrize("delimiter", [";", "|", "\t"])
+def test_csv_written_with_another_delimiter(tmp_path: Path, delimiter: str) -> None:
+    # Spreadsheets in locales whose decimal mark is the comma save "CSV" with semicolons: the
+    # header line, which holds no comma, tells the delimiter; a quoted comma stays in its cell.
+    rows = "".join(f'"film {i}, in short"{delimiter}{"ab"[i % 2]}\n' for i in range(10))
+    path = tmp_path / "semi.csv"
+    path.write_bytes((f"text{delimiter}label\n" + rows).encode("utf-8-sig"))
+    bundle = load_data(str(path), seed=0)
+    assert bundle.classes == ["a", "b"]
+    items = bundle.train.items + bundle.val.items + bundle.test.items
+    assert sorted(items) == sorted(f"film {i}, in short" for i in range(10))
+
+
 def test_utf8_bom_and_long_fields(tmp_path: Path) -> None:
     long_text = "word " * 40000  # 200 kB: above csv's default field limit
     path = tmp_path / "bom.csv"

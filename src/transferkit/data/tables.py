@@ -48,7 +48,10 @@ TABLE_EXTENSIONS: dict[str, str | None] = {
     ".ndjson": None,
     ".json": None,
 }
-_DELIMITER_NAMES = {",": "comma", "\t": "tab"}
+_DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+# A .csv whose header has no comma but one of these was written with it (a spreadsheet in a
+# locale whose decimal mark is the comma saves "CSV" with semicolons).
+_OTHER_CSV_DELIMITERS = (";", "\t", "|")
 
 _OPTIONS_HINT = (
     "Name the columns with --text-column NAME (text data), --path-column NAME (image paths) "
@@ -163,6 +166,19 @@ def _json_header(path: Path) -> list[str]:
     return list(seen)
 
 
+def _delimiter(path: Path) -> str | None:
+    """The table's delimiter: by extension, except a .csv whose header line holds no comma but
+    a semicolon, tab or pipe."""
+    delimiter = TABLE_EXTENSIONS[path.suffix.lower()]
+    if delimiter != ",":
+        return delimiter
+    with _open_text(path, binary=True) as f:
+        header = f.readline(1 << 16).decode("utf-8", "replace")
+    if "," in header:
+        return delimiter
+    return next((d for d in _OTHER_CSV_DELIMITERS if d in header), delimiter)
+
+
 def _open_rows(
     path: Path, reading: _Reading, columns: Columns, stack: contextlib.ExitStack
 ) -> tuple[str, str, str, Iterator[tuple[int, int | None, str, str]]]:
@@ -172,7 +188,7 @@ def _open_rows(
     The first row is read before the columns are checked, so an empty table or a refused first
     row is reported as such, whatever its columns.
     """
-    delimiter = TABLE_EXTENSIONS[path.suffix.lower()]
+    delimiter = _delimiter(path)
     if delimiter is None:
         reading.header = _json_header(path)
         records_ = _json_rows(path, reading)

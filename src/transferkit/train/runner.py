@@ -541,10 +541,8 @@ def _train(cfg: TrainConfig, config: TrainConfig, progress: bool | None, ctx: Di
         if ctx.enabled:
             log.info("distributed: %d processes (%s), %d threads each", ctx.world,
                      "NCCL" if resolve_device(cfg.device).type == "cuda" else "Gloo", torch.get_num_threads())
-        for line in data.report.lines():
+        for line in data.report.lines():  # its last line: modality, classes and split sizes
             log.info("%s", line)
-        log.info("data: %d train / %d val / %d test examples, %d classes", len(data.train),
-                 len(data.val), len(data.test), len(data.classes))
         total, trainable = surgery.count_parameters(model)
         log.info("model %s: %d parameters, %d trainable at the start (%s)", cfg.model, total,
                  trainable, cfg.strategy)
