@@ -206,6 +206,32 @@ def test_a_tie_goes_to_the_rule_tables_choice() -> None:
     assert result.winner == HEAD  # beyond the tolerance, the measurement wins
 
 
+def test_a_strategy_that_keeps_its_probe_scores_at_least_the_probe() -> None:
+    # LP-FT keeps its probe (feature extraction's head) unless its epochs score at least as well,
+    # so a run whose epoch scored lower is scored at the probe's accuracy, and marked.
+    lpft = Candidate("b", full_epochs=10, prior=True, falls_back_to=HEAD)
+    acc = {HEAD: lambda e: 0.9, "b": lambda e: 0.6, "c": lambda e: 0.85}
+    result, _, _ = run([Candidate(HEAD), lpft, Candidate("c", full_epochs=10)], budget=10_000, accuracy=acc, tie=0.01)
+    entry = [e for e in result.entries if e.strategy == "b"][-1]
+    assert entry.val_accuracy == 0.9 and entry.own_val_accuracy == 0.6 and entry.fell_back
+    assert result.winner == "b"  # a tie with the head it falls back to: the rule table's choice
+    assert "Its own 1 epoch(s) scored 0.6000" in " ".join(result.reasons)
+    assert "0.9000*" in result.table() and result.table().splitlines()[-1].startswith("*")
+    acc["b"] = lambda e: 0.95  # its own score, when higher, stands
+    result, _, _ = run([Candidate(HEAD), lpft], budget=10_000, accuracy=acc, tie=0.01)
+    entry = [e for e in result.entries if e.strategy == "b"][-1]
+    assert entry.val_accuracy == 0.95 and not entry.fell_back and "*" not in result.table()
+
+
+def test_lp_ft_falls_back_to_feature_extraction() -> None:
+    cands = {c.strategy: c for c in race.candidates_for([("lp-ft", {})], {"model": "m", "data": "d"})}
+    assert cands["lp-ft"].falls_back_to == HEAD
+    assert all(c.falls_back_to is None for name, c in cands.items() if name != "lp-ft")
+    # a probe other than feature extraction's head (another solver) is no floor for it
+    other = race.candidates_for([("lp-ft", {"head_solver": "adamw"})], {"model": "m", "data": "d"})
+    assert next(c for c in other if c.strategy == "lp-ft").falls_back_to is None
+
+
 def test_failed_candidate_does_not_stop_the_race() -> None:
     result, _, _ = run(seven(), budget=10_000, fail=("e",))
     entry = next(e for e in result.entries if e.strategy == "e")
@@ -300,7 +326,8 @@ def no_test_metrics(monkeypatch):
     """The race's runs never score the test split (no test pass, no test_metrics.json), and any
     use of test metrics they might return fails. Nor do they write what only a kept run needs:
     per-epoch checkpoints (a trial is run again, never resumed) and the learning-curve figure."""
-    real = race.train
+    trials = importlib.import_module("transferkit.workflows.race_trials")
+    real = trials.train
     runner = importlib.import_module("transferkit.train.runner")
 
     def no_checkpoint(*args, **kwargs):
@@ -319,7 +346,7 @@ def no_test_metrics(monkeypatch):
         assert (Path(result.run_dir) / "metrics.jsonl").exists()
         return dataclasses.replace(result, metrics=Poison())
 
-    monkeypatch.setattr(race, "train", train)
+    monkeypatch.setattr(trials, "train", train)
 
 
 def test_real_race_on_tiny_bert(tmp_path, capsys, tiny_bert_dir, sentiment_csv, no_test_metrics) -> None:
@@ -339,7 +366,10 @@ def test_real_race_on_tiny_bert(tmp_path, capsys, tiny_bert_dir, sentiment_csv, 
     for e in entries:  # the race's numbers are the runs' own validation records
         if e["seconds"] > 0 and e["val_accuracy"] is not None:
             records = tk.workflows.progress.read_metrics(e["run_dir"])
-            assert e["val_accuracy"] == race.kept_val_accuracy(records)
+            own = e["val_accuracy"] if e["own_val_accuracy"] is None else e["own_val_accuracy"]
+            assert own == race.kept_val_accuracy(records)
+            if e["own_val_accuracy"] is not None:  # scored at the head it falls back to
+                assert e["val_accuracy"] == entries[0]["val_accuracy"] > own
             assert not (Path(e["run_dir"]) / "test_metrics.json").exists()
         if e["run_dir"]:  # the race trains in the precision the user will train in
             assert tk.TrainConfig.load(Path(e["run_dir"]) / "config.yaml").precision == "fp32"
@@ -411,6 +441,9 @@ def test_real_race_on_digits(capsys, tmp_path, no_test_metrics) -> None:
     assert measured[0]["strategy"] == HEAD
     # no run starts unless its estimate fits what is left: the race ends within one run's overshoot
     assert saved["seconds"] <= 40 + max(e["seconds"] for e in measured)
-    for e in measured:
-        assert e["val_accuracy"] == race.kept_val_accuracy(tk.workflows.progress.read_metrics(e["run_dir"]))
+    for e in measured:  # the runs' own records; a run scored at the probe it keeps says so
+        own = e["val_accuracy"] if e["own_val_accuracy"] is None else e["own_val_accuracy"]
+        assert own == race.kept_val_accuracy(tk.workflows.progress.read_metrics(e["run_dir"]))
+        if e["own_val_accuracy"] is not None:
+            assert e["strategy"] == "lp-ft" and e["val_accuracy"] == measured[0]["val_accuracy"] > own
     print(out)

@@ -36,6 +36,14 @@ run that would not fit is skipped (the table says so); an end-to-end run that mi
 within :func:`tie_tolerance` of it (one validation example, at least half a point) are a tie, and
 the tie goes to the rule table's choice (the prior: a tie is no evidence against it), else to the
 cheapest (the estimated seconds of its full run). Ties are ordered the same way for promotion.
+
+**A strategy that keeps its probe.** LP-FT's run keeps the probe it starts from (feature
+extraction's head) unless its fine-tuned epochs score at least as well, so its race score is at
+least feature extraction's (``Candidate.falls_back_to``; the table marks it). Its trial fits that
+probe on the training split alone, so the epochs' validation scores are not scored on examples
+the probe was fitted to; on 1-4 validation examples per class one epoch of phase 2 from that
+probe is a poor guess of the full run, and without the floor the race picked feature extraction
+in 5 of 70 suite cells, 7 to 12 points below LP-FT (``docs/defaults.md``).
 """
 
 from __future__ import annotations
@@ -46,19 +54,16 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..config import DataOptions, TrainConfig
+from ..config import DataOptions
 from ..errors import ConfigError, TransferkitError
 from ..io import runfolder as rf
 from ..io.atomic import atomic_write_json
-from ..io.records import EpochRecord, Phase, read_epoch_records
-from ..strategies import strategy_class, strategy_names
-from ..train import train
-from ._common import trains_same_run
 from .race_costs import RunCosts, next_rung_cost
+from .race_trials import ETA, Candidate, Trainer, Trial, candidates_for, kept_val_accuracy, train_trial
 
 __all__ = ["Candidate", "Trial", "RaceEntry", "RaceResult", "Trainer", "successive_halving", "race",
            "candidates_for", "train_trial", "kept_val_accuracy", "tie_tolerance", "check_budget", "check_out",
@@ -66,7 +71,6 @@ __all__ = ["Candidate", "Trial", "RaceEntry", "RaceResult", "Trainer", "successi
 
 log = logging.getLogger("transferkit")
 
-ETA = 3  # keep the top third at each rung, each with 3x the epochs
 # Default budget: this many times the first (feature-extraction) run, which loads the model and
 # encodes the train and validation splits; every end-to-end run loads the model too. 10 units
 # measure feature extraction and a few end-to-end candidates for 1 epoch and promote one or two.
@@ -76,50 +80,6 @@ BUDGET_FACTOR = 10.0
 COMPARE_SHARE = 1 / 3
 TIE_MIN = 0.005  # validation accuracies closer than this (or one validation example) are a tie
 RACE_JSON = "race.json"
-
-
-@dataclass
-class Candidate:
-    """One strategy in the race and the settings it trains with.
-
-    Attributes:
-        strategy: a registered strategy name.
-        settings: TrainConfig fields it sets (the rule's, for the prior's choices).
-        full_epochs: epochs of a full run; ``None`` for a head-only strategy (one run, in full).
-        prior: the rule table named it (the fired rule, or one a notch away: ``recommend.race_order``).
-    """
-
-    strategy: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    full_epochs: int | None = None
-    prior: bool = False
-
-    @property
-    def head_only(self) -> bool:
-        return self.full_epochs is None
-
-    def epochs_at(self, rung: int, eta: int = ETA) -> int | None:
-        """Epochs at ``rung``: 1, eta, eta^2 ... up to ``full_epochs`` (``None``: head-only)."""
-        return None if self.full_epochs is None else min(self.full_epochs, eta ** rung)
-
-
-@dataclass
-class Trial:
-    """What a trainer reports of one run; validation only, a trial has no test field.
-    ``val_accuracy``: of the weights the run kept (``None``: no result, ``note`` says why);
-    ``seconds``: the whole run; ``epochs``, ``epoch_seconds``: the epochs that trained the backbone
-    and their seconds (the rest is loading, encoding, testing)."""
-
-    val_accuracy: float | None
-    seconds: float
-    epochs: int = 0
-    epoch_seconds: float = 0.0
-    run_dir: str | None = None
-    note: str = ""
-
-
-#: ``trainer(candidate, epochs, time_budget, folder) -> Trial``; ``epochs`` None: the candidate's own.
-Trainer = Callable[[Candidate, int | None, float | None, Path], Trial]
 
 
 @dataclass
@@ -134,6 +94,12 @@ class RaceEntry:
     outcome: str  # promoted, dropped, carried, winner, tie, ranked, skipped (budget), failed: ...
     epochs_trained: int | None = None
     run_dir: str | None = None
+    # set when val_accuracy is the fallback's (``Candidate.falls_back_to``): the run's own, lower
+    own_val_accuracy: float | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        return self.own_val_accuracy is not None
 
 
 @dataclass
@@ -159,14 +125,16 @@ class RaceResult:
 
     def table(self) -> str:
         """The race as aligned text lines, rung by rung."""
-        head = f"{'rung':>4}  {'strategy':<20} {'epochs':>6}  {'val acc':>7}  {'seconds':>7}  outcome"
+        head = f"{'rung':>4}  {'strategy':<20} {'epochs':>6}  {'val acc':>8}  {'seconds':>7}  outcome"
         lines = [head]
         for e in self.entries:
             epochs = "full" if e.epochs is None else str(e.epochs)
             if e.epochs_trained is not None and e.epochs is not None and e.epochs_trained != e.epochs:
                 epochs = f"{e.epochs_trained}/{e.epochs}"
-            acc = "-" if e.val_accuracy is None else f"{e.val_accuracy:.4f}"
-            lines.append(f"{e.rung:>4}  {e.strategy:<20} {epochs:>6}  {acc:>7}  {e.seconds:>7.1f}  {e.outcome}")
+            acc = "-" if e.val_accuracy is None else f"{e.val_accuracy:.4f}" + ("*" if e.fell_back else "")
+            lines.append(f"{e.rung:>4}  {e.strategy:<20} {epochs:>6}  {acc:>8}  {e.seconds:>7.1f}  {e.outcome}")
+        if any(e.fell_back for e in self.entries):
+            lines.append("* its own epochs scored lower; scored at the head it starts from, which its run keeps then")
         return "\n".join(lines)
 
 
@@ -204,31 +172,6 @@ def check_out(out: str | Path) -> Path:
     return path
 
 
-# -- what a run kept ---------------------------------------------------------------------------
-def kept_val_accuracy(records: Sequence[EpochRecord]) -> float | None:
-    """Validation accuracy of the weights a run kept: its final phase's last improved epoch, or,
-    when that phase kept its starting weights (LP-FT keeping its probe), the phase before's.
-
-    Example:
-        >>> mk = lambda p, e, acc, imp: EpochRecord(Phase(p), e, 0, 0, 0, acc, improved=imp)
-        >>> kept_val_accuracy([mk("linear-probe", 1, 0.8, True), mk("fine-tune", 1, 0.7, False)])
-        0.8
-    """
-    if not records:
-        return None
-    last = records[-1].phase
-    final = [r for r in records if r.phase is last]
-    kept = [r for r in final if r.improved]
-    if kept:
-        return kept[-1].val_accuracy
-    earlier = [r for r in records if r.phase is not last]
-    if earlier:
-        return kept_val_accuracy(earlier)
-    if any(r.improved is None for r in final):  # schema 1: no flags; the loop kept the best
-        return max(r.val_accuracy for r in final)
-    return None
-
-
 # -- the schedule ------------------------------------------------------------------------------
 class _Race:
     """The state of one race: scores, costs, the clock and the table so far."""
@@ -244,6 +187,7 @@ class _Race:
         self.scores: dict[str, float] = {}  # latest validation accuracy per strategy
         self.ran: dict[str, int | None] = {}  # epochs asked of each candidate's latest run
         self.rising: dict[str, bool] = {}  # whether its latest run beat the one before
+        self.floored: dict[str, float] = {}  # own score of those scored at their fallback's (falls_back_to)
         self.skipped: list[str] = []
 
     def compare_estimate(self) -> float:
@@ -283,16 +227,25 @@ class _Race:
         except TransferkitError as exc:  # this candidate's bad input; the others still race
             trial = Trial(None, self.clock() - began, note=" ".join(str(exc).split())[:200])
         self.costs.record(c, trial)
-        if trial.val_accuracy is not None:
+        score, floor = trial.val_accuracy, self.scores.get(c.falls_back_to or "")
+        fell_back = score is not None and floor is not None and floor > score
+        if score is not None:
+            score = floor if fell_back else score
+            if fell_back:
+                self.floored[c.strategy] = trial.val_accuracy
+            else:
+                self.floored.pop(c.strategy, None)
             if c.strategy in self.scores:
-                self.rising[c.strategy] = trial.val_accuracy > self.scores[c.strategy]
-            self.scores[c.strategy], self.ran[c.strategy] = trial.val_accuracy, epochs
+                self.rising[c.strategy] = score > self.scores[c.strategy]
+            self.scores[c.strategy], self.ran[c.strategy] = score, epochs
         acc = "-" if trial.val_accuracy is None else f"{trial.val_accuracy:.4f}"
-        log.info("race: rung %d, %s, %s epochs: val accuracy %s in %.1f s", rung, c.strategy,
-                 "all" if epochs is None else epochs, acc, trial.seconds)
-        outcome = "ranked" if trial.val_accuracy is not None else f"failed: {trial.note or 'no epoch finished'}"
-        return self.add(RaceEntry(rung, c.strategy, epochs, trial.val_accuracy, round(trial.seconds, 2), outcome,
-                                  None if c.head_only else trial.epochs, trial.run_dir))
+        log.info("race: rung %d, %s, %s epochs: val accuracy %s in %.1f s%s", rung, c.strategy,
+                 "all" if epochs is None else epochs, acc, trial.seconds,
+                 f"; scored {score:.4f}, {c.falls_back_to}'s, which its run keeps then" if fell_back else "")
+        outcome = "ranked" if score is not None else f"failed: {trial.note or 'no epoch finished'}"
+        return self.add(RaceEntry(rung, c.strategy, epochs, score, round(trial.seconds, 2), outcome,
+                                  None if c.head_only else trial.epochs, trial.run_dir,
+                                  trial.val_accuracy if fell_back else None))
 
     def rung(self, alive: Sequence[Candidate], rung: int) -> list[RaceEntry]:
         """Train (or carry, or skip) every candidate still in the race at ``rung``."""
@@ -303,7 +256,7 @@ class _Race:
             epochs = c.epochs_at(rung, self.eta)
             if c not in todo:  # ran in full already: its score carries
                 out.append(self.add(RaceEntry(rung, c.strategy, self.ran[c.strategy], self.scores[c.strategy],
-                                              0.0, "carried")))
+                                              0.0, "carried", own_val_accuracy=self.floored.get(c.strategy))))
                 continue
             if self.costs.unit is None:  # the first run always runs (until one works): the budget's unit
                 out.append(self.run(c, rung, None))
@@ -317,7 +270,7 @@ class _Race:
                 why = f"budget: ~{need:.0f} s needed, {max(self.left(), 0):.0f} s left"
                 if c.strategy in self.scores:  # keeps its earlier score
                     out.append(self.add(RaceEntry(rung, c.strategy, epochs, self.scores[c.strategy], 0.0,
-                                                  f"not re-run ({why})")))
+                                                  f"not re-run ({why})", own_val_accuracy=self.floored.get(c.strategy))))
                 else:
                     self.skipped.append(c.strategy)
                     out.append(self.add(RaceEntry(rung, c.strategy, epochs, None, 0.0, f"skipped ({why})")))
@@ -462,6 +415,10 @@ def _reasons(r: RaceResult, pool: Sequence[Candidate], state: _Race, winner: Can
                         and (runner.strategy not in r.prior or r.prior.index(winner.strategy) < r.prior.index(runner.strategy))
                         else f"is the cheaper (~{costs.full(winner):.0f} s for its full run against "
                              f"~{costs.full(runner):.0f} s), so it wins the tie."))
+    if winner.strategy in state.floored:
+        text += (f" Its own {state.ran.get(winner.strategy)} epoch(s) scored {state.floored[winner.strategy]:.4f}; it "
+                 f"is scored at {winner.falls_back_to}'s, the head it starts from and keeps unless its epochs "
+                 "score at least as well.")
     if not winner.head_only and state.ran.get(winner.strategy) != winner.full_epochs:
         text += f" The recommended run trains the full {winner.full_epochs} epochs."
     out.append(text)
@@ -476,54 +433,6 @@ def _reasons(r: RaceResult, pool: Sequence[Candidate], state: _Race, winner: Can
 
 
 # -- the real trainer --------------------------------------------------------------------------
-def candidates_for(prior: Sequence[tuple[str, Mapping[str, Any]]], base: Mapping[str, Any],
-                   modality: str | None = None) -> list[Candidate]:
-    """Every registered strategy as a candidate: feature extraction first (the budget's unit),
-    then the rule's choices (``prior``: strategy and settings), then the rest with defaults.
-
-    One candidate per strategy (the first settings named for it); a strategy that would train the
-    same run as an earlier candidate is left out.
-
-    Example:
-        >>> cands = candidates_for([("lp-ft", {"epochs": 5})], {"model": "m", "data": "d"})
-        >>> [(c.strategy, c.full_epochs, c.prior) for c in cands][:2]
-        [('feature-extraction', None, False), ('lp-ft', 5, True)]
-    """
-    names = strategy_names()
-    wanted: dict[str, tuple[dict[str, Any], bool]] = {}
-    for name, settings in prior:
-        if name in names and name not in wanted:
-            wanted[name] = ({k: v for k, v in settings.items() if k != "strategy"}, True)
-    order = [n for n in ("feature-extraction",) if n in names] + list(wanted) + list(names)
-    out: list[Candidate] = []
-    configs: list[TrainConfig] = []
-    for name in dict.fromkeys(order):
-        settings, is_prior = wanted.get(name, ({}, False))
-        cfg = TrainConfig(**base, strategy=name, **settings).resolved(modality)
-        if any(trains_same_run(cfg, seen) for seen in configs):
-            continue
-        configs.append(cfg)
-        head_only = strategy_class(name).uses_feature_cache()
-        out.append(Candidate(name, settings, None if head_only else cfg.epochs, is_prior))
-    return out
-
-
-def train_trial(base: Mapping[str, Any], candidate: Candidate, epochs: int | None, time_budget: float | None,
-                folder: Path, *, progress: bool | None = None) -> Trial:
-    """Train one candidate with :func:`transferkit.train` and read what it kept on validation.
-
-    Only ``metrics.jsonl`` is read; the test split is not even scored.
-    """
-    settings = {**candidate.settings, **({"epochs": epochs} if epochs is not None else {})}
-    cfg = TrainConfig(**base, strategy=candidate.strategy, **settings, time_budget=time_budget, out=str(folder))
-    began = time.perf_counter()
-    run_dir = Path(train(cfg, progress=progress, trial=True).run_dir)
-    seconds = time.perf_counter() - began
-    records = read_epoch_records(run_dir / rf.METRICS)
-    backbone = [r for r in records if r.phase is Phase.FINE_TUNE]
-    return Trial(kept_val_accuracy(records), seconds, len(backbone), sum(r.seconds for r in backbone), str(run_dir))
-
-
 def race(model: str, data: DataOptions, prior: Sequence[tuple[str, Mapping[str, Any]]], *,
          modality: str | None = None, budget: float | None = None, out: str | Path | None = None,
          progress: bool | None = None, n_val: int | None = None, guess: tuple[float, float] = (1.0, 1.0),

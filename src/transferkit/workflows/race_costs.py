@@ -12,7 +12,7 @@ import statistics
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from .race import Candidate, Trial
+    from .race_trials import Candidate, Trial
 
 __all__ = ["RunCosts", "next_rung_cost"]
 
