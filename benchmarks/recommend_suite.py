@@ -10,6 +10,7 @@ the gap ran on the same code and thread count. Rows are appended to a JSON-lines
 ``--table`` renders them.
 
 Run:  .venv/bin/python benchmarks/recommend_suite.py --results benchmarks/results/recommend.jsonl
+      [--race-only --cells-from benchmarks/results/recommend.jsonl]  (the race alone, on those cells)
       [--suite benchmarks/results/defaults-a.jsonl,benchmarks/results/defaults-b.jsonl]
       [--datasets builtin:glyphs,...] [--per-class 5,20] [--seeds 0]
       .venv/bin/python benchmarks/recommend_suite.py --results ... --table docs/recommend-table.md
@@ -80,6 +81,23 @@ def run_cell(data: str, per_class: int, seed: int, suite: list[dict[str, Any]], 
             "compare_seconds": round(sum(r["seconds"] for r in suite), 1)}
 
 
+def race_cell(data: str, per_class: int, seed: int, suite: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The race alone: its pick and time, and the pick's test accuracy as the suite measured it
+    on this cell (``None`` when the pick has settings the suite did not run)."""
+    max_test = 500 if max(r.get("n_test", 0) for r in suite) > 300 else args.max_test  # the cap the cell ran with
+    modality, _, test_fraction, _ = data_plan(data, max_test, args.test_fraction)
+    size = {"image_size": args.image_size} if modality == "image" else {"max_length": args.max_length}
+    started = time.perf_counter()
+    rec = recommend(MODELS[modality], data, race=True, progress=False, precision="fp32", per_class=per_class,
+                    seed=seed, val_fraction=VAL_FRACTION, test_fraction=test_fraction, **size)
+    settings = {k: v for k, v in rec.hyperparameters.items() if k not in ("strategy", "head_solver")}
+    measured = {r["strategy"]: r["accuracy"] for r in suite}
+    return {"data": data, "per_class": per_class, "seed": seed, "pick": rec.strategy, "settings": settings,
+            "pick_accuracy_in_suite": None if settings else measured.get(rec.strategy),
+            "best": max(measured, key=measured.get), "best_accuracy": max(measured.values()),
+            "race_seconds": round(time.perf_counter() - started, 1)}
+
+
 def suite_means(suite: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, float]]:
     """Mean test accuracy of each strategy over the suite's seeds, per (data, per_class)."""
     runs: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -127,6 +145,37 @@ def render_table(rows: list[dict[str, Any]], suite: list[dict[str, Any]] | None 
     return "\n".join(lines)
 
 
+def render_race_table(rows: list[dict[str, Any]], suite: list[dict[str, Any]]) -> str:
+    """``--race-only`` rows per (data, per class): the picks, and the picks' mean test accuracy
+    over the seeds (each seed's suite run of its pick) against the best strategy's suite mean."""
+    means = suite_means(suite)
+    by: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by[(r["data"], r["per_class"])].append(r)
+    lines = ["| data | per class | seeds | picks | picks' mean | best mean (strategy) | gap (points) |",
+             "|---|---|---|---|---|---|---|"]
+    gaps = []
+    for (data, per_class), cell in sorted(by.items()):
+        picks = defaultdict(int)
+        for r in cell:
+            picks[r["pick"] + "".join(f" {k}={v}" for k, v in r["settings"].items())] += 1
+        # a pick with settings the suite did not run: its own run, trained with them (if any)
+        accs = [r["pick_accuracy_in_suite"] if r["pick_accuracy_in_suite"] is not None
+                else r.get("pick_accuracy_trained") for r in cell]
+        best = max(means[(data, per_class)].items(), key=lambda kv: kv[1])
+        mean = None if None in accs else statistics.fmean(accs)
+        gap = None if mean is None else 100 * (mean - best[1])
+        gaps.append(gap)
+        lines.append(f"| {data.removeprefix('builtin:')} | {per_class} | {len(cell)} | "
+                     f"{', '.join(f'{k} x{n}' for k, n in picks.items())} | "
+                     f"{'-' if mean is None else f'{mean:.3f}'} | {best[1]:.3f} ({best[0]}) | "
+                     f"{'-' if gap is None else f'{gap:+.1f}'} |")
+    known = [g for g in gaps if g is not None]
+    lines.append(f"\nWithin 1 point of the best mean in {sum(g >= -1 for g in known)} of {len(known)} pairs "
+                 f"({len(gaps) - len(known)} with a pick the suite did not run).")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="benchmarks/results/recommend.jsonl")
@@ -141,12 +190,17 @@ def main() -> None:
                         help="the fixed test fraction the --suite rows were run with (defaults_suite.py --test-fraction)")
     parser.add_argument("--table", help="write the markdown table of --results to this file and stop")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--race-only", action="store_true",
+                        help="only race each cell; the pick's accuracy is the suite's run of it (no training)")
+    parser.add_argument("--cells-from", help="a results file whose (data, per class, seed) cells to run")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = Path(args.results)
     if args.table:
-        text = render_table(read_results(results), [r for p in args.suite.split(",") for r in read_results(Path(p))])
+        suite = [r for p in args.suite.split(",") for r in read_results(Path(p))]
+        rows = read_results(results)
+        text = (render_race_table if rows and "pick_accuracy_in_suite" in rows[0] else render_table)(rows, suite)
         Path(args.table).write_text(text + "\n")
         print(text)
         return
@@ -156,15 +210,20 @@ def main() -> None:
     # one split), so its rows no longer describe the same data: left out unless asked for.
     datasets = args.datasets.split(",") if args.datasets else sorted({d for d, _, _ in cells} - {"builtin:bbc-news"})
     sizes, seeds = [int(p) for p in args.per_class.split(",")], [int(s) for s in args.seeds.split(",")]
+    wanted = ({(r["data"], r["per_class"], r["seed"]) for r in read_results(Path(args.cells_from))}
+              if args.cells_from else None)
     for key in sorted(cells, key=lambda k: (k[1], k[2], k[0])):  # every dataset at one size first
-        if key in done or key[0] not in datasets or key[1] not in sizes or key[2] not in seeds:
+        chosen = key in wanted if wanted is not None else (
+            key[0] in datasets and key[1] in sizes and key[2] in seeds)
+        if key in done or not chosen:
             continue
-        row = run_cell(*key, cells[key], args)
+        row = (race_cell if args.race_only else run_cell)(*key, cells[key], args)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"{key[0]:24s} {key[1]:3d}/class seed {key[2]} pick {row['pick']:18s} "
-              f"{row['pick_accuracy']:.3f} vs best {row['best']} {row['best_accuracy']:.3f}; "
-              f"race {row['race_seconds']:.0f} s of compare {row['compare_seconds']:.0f} s", flush=True)
+        picked = row.get("pick_accuracy", row.get("pick_accuracy_in_suite"))
+        print(f"{key[0]:24s} {key[1]:3d}/class seed {key[2]} pick {row['pick']:18s} {row['settings'] or ''} "
+              f"{picked if picked is None else f'{picked:.3f}'} vs best {row['best']} {row['best_accuracy']:.3f}; "
+              f"race {row['race_seconds']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
