@@ -50,6 +50,21 @@ def test_train_evaluate_predict_text(capsys, tmp_path, tiny_bert_dir, sentiment_
         assert row["label"] in ("neg", "pos") and 0 <= row["score"] <= 1 and len(row["top_k"]) == 2
         assert row["top_k"][0]["label"] == row["label"]
 
+    # a folder: one text per .txt file below it, named by its path, scored as the text itself
+    docs = tmp_path / "docs"
+    (docs / "more").mkdir(parents=True)
+    (docs / "a.txt").write_text("good great film\n")
+    (docs / "more" / "b.txt").write_text("bad terrible movie")
+    (docs / ".hidden.txt").write_text("not a document")
+    code, stdout, _ = run_cli(capsys, "predict", out, docs, "--json", "-k", "2")
+    assert code == 0
+    from_files = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["input"] for r in from_files] == [str(docs / "a.txt"), str(docs / "more" / "b.txt")]
+    assert [r["top_k"] for r in from_files] == [r["top_k"] for r in rows]
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "predict", out, tmp_path / "empty")
+    assert_clean_error(code, err, "holds no .txt files")
+
 
 def test_config_reproduces_run(capsys, tmp_path, tiny_bert_dir, sentiment_csv) -> None:
     first, second = tmp_path / "a", tmp_path / "b"

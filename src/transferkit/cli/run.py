@@ -182,20 +182,40 @@ def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str) -> 
         click.echo(name[:width].rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
 
 
-def _expand_inputs(inputs: Sequence[str], modality: str) -> list[str]:
-    """Text models: ``-`` reads lines from standard input, and a .txt file gives one text per line."""
+def _expand_inputs(inputs: Sequence[str], modality: str) -> tuple[list[str], list[str | None]]:
+    """``(inputs, file names)``. Text models: ``-`` reads lines from standard input, a .txt file
+    gives one text per line, and a folder one text per .txt file below it (as training reads a
+    class folder), named by its path."""
     if modality != "text":
-        return list(inputs)
+        return list(inputs), [None] * len(inputs)
     texts: list[str] = []
+    names: list[str | None] = []
     for item in inputs:
         if item == "-":
-            texts += [line.strip() for line in sys.stdin if line.strip()]
+            lines = [line.strip() for line in sys.stdin if line.strip()]
         elif item.endswith(".txt") and Path(item).is_file():
             lines = Path(item).read_text(encoding="utf-8", errors="replace").splitlines()
-            texts += [line.strip() for line in lines if line.strip()]
+            lines = [line.strip() for line in lines if line.strip()]
+        elif Path(item).is_dir():
+            files = _text_files(Path(item))
+            texts += [f.read_text(encoding="utf-8", errors="replace").strip() for f in files]
+            names += [str(f) for f in files]
+            continue
         else:
-            texts.append(item)
-    return texts
+            lines = [item]
+        texts += lines
+        names += [None] * len(lines)
+    return texts, names
+
+
+def _text_files(folder: Path) -> list[Path]:
+    """The .txt files below ``folder`` (hidden ones left out), sorted; a clean error if none."""
+    files = sorted(p for p in folder.rglob("*.txt")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not files:
+        raise tk.DataError(f"The folder {folder} holds no .txt files; give texts, a .txt file with one "
+                               "text per line, or a folder of .txt files (one text each).")
+    return files
 
 
 @cli.command("predict")
@@ -207,7 +227,7 @@ def _expand_inputs(inputs: Sequence[str], modality: str) -> list[str]:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str) -> None:
     """Top-k labels for image files (or every image in a folder), or for texts (arguments, lines
-    of a .txt file, or - for stdin).
+    of a .txt file, - for stdin, or a folder of .txt files, one text each).
 
     RUN_DIR is a run folder or a file written by `transferkit export` (.onnx, .pt, .ts; its
     sidecar gives the preprocessing and labels).
@@ -222,19 +242,21 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
     if Path(run_dir).is_file() or Path(run_dir).suffix in (".onnx", ".pt", ".ts"):  # an exported model
         exported = tk.load_exported(run_dir, "cuda" if device.startswith("cuda") else "cpu")
         modality = exported.modality
-        texts = _expand_inputs(inputs, modality)
+        texts, names = _expand_inputs(inputs, modality)
         results = exported.predict(texts, top_k=top_k)
     else:
         run = tk.load_run(run_dir, device)
         modality = run.model.spec.modality
-        texts = _expand_inputs(inputs, modality)
+        texts, names = _expand_inputs(inputs, modality)
         results = tk.predict(run, texts, top_k=top_k)
-    for result in results:
+    for result, name in zip(results, names):
+        if name is not None:  # a text read from a file of a folder: the file names it
+            result["input"] = name
         if as_json:
             click.echo(json.dumps(result))
             continue
         shown = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"])
-        click.echo(f"{_shortened(result['input'], is_path=modality == 'image')}\t{shown}")
+        click.echo(f"{_shortened(result['input'], is_path=modality == 'image' or name is not None)}\t{shown}")
 
 
 def _shortened(item: str, is_path: bool, width: int = 60) -> str:
