@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -185,9 +186,10 @@ def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str) -> 
 def _expand_inputs(inputs: Sequence[str], modality: str) -> tuple[list[str], list[str | None]]:
     """``(inputs, file names)``. Text models: ``-`` reads lines from standard input, a .txt file
     gives one text per line, and a folder one text per .txt file below it (as training reads a
-    class folder), named by its path."""
+    class folder), named by its path. Image inputs pass as given (predict expands their folders),
+    with no names."""
     if modality != "text":
-        return list(inputs), [None] * len(inputs)
+        return list(inputs), []
     texts: list[str] = []
     names: list[str | None] = []
     for item in inputs:
@@ -249,7 +251,7 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
         modality = run.model.spec.modality
         texts, names = _expand_inputs(inputs, modality)
         results = tk.predict(run, texts, top_k=top_k)
-    for result, name in zip(results, names):
+    for result, name in itertools.zip_longest(results, names):  # images: no names
         if name is not None:  # a text read from a file of a folder: the file names it
             result["input"] = name
         if as_json:
