@@ -216,7 +216,7 @@ def _text_files(folder: Path) -> list[Path]:
                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not files:
         raise tk.DataError(f"The folder {folder} holds no .txt files; give texts, a .txt file with one "
-                               "text per line, or a folder of .txt files (one text each).")
+                           "text per line, or a folder of .txt files (one text each).")
     return files
 
 
