@@ -31,10 +31,11 @@ from .errors import ConfigError
 from .io.atomic import atomic_write_text
 from .registry import FEATURE_BACKENDS, STRATEGIES
 
-__all__ = ["DataOptions", "TrainConfig", "HeadSolver", "BnPolicy", "Pooling", "ImageSize", "check_fractions",
+__all__ = ["DataOptions", "TrainConfig", "HeadSolver", "ClassWeights", "BnPolicy", "Pooling", "ImageSize", "check_fractions",
            "check_device_name", "MAX_IMAGE_SIZE"]
 
 HeadSolver = Literal["adamw", "lbfgs"]
+ClassWeights = Literal["none", "balanced"]
 BnPolicy = Literal["train", "freeze", "freeze-stats"]
 Pooling = Literal["mean", "cls"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -311,6 +312,10 @@ class TrainConfig(DataOptions):
     grad_clip: float = _help("Clip the gradient norm to this value (0 disables).", 1.0)
     label_smoothing: float | None = _help("Label smoothing for the cross-entropy loss (default 0).")
     patience: int | None = _help("Early stopping: epochs without validation improvement.")
+    class_weights: ClassWeights = _help(
+        "none, or balanced: weight each class's loss by N / (C x its training examples), and score "
+        "validation (early stopping, the head's selection) with the same weights, i.e. on balanced "
+        "accuracy; for imbalanced classes where the small ones matter.", "none")
     head_solver: HeadSolver = _help(
         "Head on cached features: lbfgs (full-batch logistic regression, L2 chosen) or adamw "
         "(mini-batch epochs, epoch count chosen).", "lbfgs")

@@ -38,7 +38,7 @@ _MODEL_FIELDS = ("max_length", "device", "weights")
 @click.option("--check", is_flag=True, help="Only check the options as each run would before it starts, print "
                                             "ok and exit (nothing is loaded or written).")
 @nproc_option("each strategy's run")
-@field_options(("epochs", "batch_size", *_MODEL_FIELDS, "precision"))
+@field_options(("epochs", "batch_size", *_MODEL_FIELDS, "precision", "class_weights"))
 @data_options()
 def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
                 time_budget: float | None, as_json: bool, check: bool, nproc: int | None, **values: Any) -> None:
@@ -83,7 +83,7 @@ def compare_cmd(model: str, data: str, strategies: str | None, out: str | None,
               help="Start from pre-trained weights (default) or from random weights.")
 @click.option("--explain", is_flag=True, help="Also print the measured inputs and the whole rule table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the recommendation (and the race) as one JSON object.")
-@field_options((*_MODEL_FIELDS, "precision"))
+@field_options((*_MODEL_FIELDS, "precision", "class_weights"))
 @data_options()
 def recommend_cmd(model: str, data: str, race: bool, budget: float | None, out: str | None, explain: bool,
                   as_json: bool, **values: Any) -> None:

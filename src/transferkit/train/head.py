@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..io.records import EpochRecord, Phase
+from .class_balance import weighted_scores
 from .features import Rows, chunk_rows
 from .loop import FitResult, LoopSettings, fit
 from .metrics_log import MetricsLog
@@ -161,13 +162,19 @@ def row_loader(rows: Rows, batch_size: int, generator: torch.Generator | None = 
 
 
 @torch.no_grad()
-def evaluate_head(head: nn.Module, data: Rows, rows: int | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``head`` on ``data``, a slice at a time.
+def evaluate_head(head: nn.Module, data: Rows, rows: int | None = None,
+                  class_weight: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``head`` on ``data``, a slice at a time; with
+    ``class_weight`` [C], both weighted by each row's class (``class_balance.weighted_scores``).
 
     Returns:
         ``(loss, accuracy)``; with one slice, exactly ``F.cross_entropy(head(x), y)`` and
         ``(head(x).argmax(1) == y).float().mean()``.
     """
+    if class_weight is not None:  # the weighted means need the total weight: one pass of logits
+        logits, labels = zip(*((head(x), y) for x, y in data.chunks(rows)))
+        accuracy, loss_w = weighted_scores(torch.cat(logits), torch.cat(labels), class_weight)
+        return loss_w, accuracy
     n, loss, correct = len(data), 0.0, 0
     for x, y in data.chunks(rows):
         logits = head(x)  # [b, C]
@@ -211,7 +218,8 @@ def fit_head_adamw(
 @torch.no_grad()
 def penalized_cross_entropy(weight: torch.Tensor, bias: torch.Tensor,
                             slices: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int,
-                            l2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            l2: float, class_weight: torch.Tensor | None = None,
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The L-BFGS head's objective, mean CE over ``n`` rows + l2/2 * ||W||^2, and its gradient.
 
     The gradient is written out, not left to autograd: a solve is hundreds of calls on small
@@ -222,6 +230,8 @@ def penalized_cross_entropy(weight: torch.Tensor, bias: torch.Tensor,
     Args:
         weight, bias: [C, F], [C].
         slices: ``(x [b, F], y [b])`` parts of the ``n`` rows, standardised.
+        class_weight: [C] weights of each row's CE by its label (``None``: 1); they average about
+            1 over the rows (``class_balance``), so the sum is still divided by ``n``.
 
     Returns:
         ``(loss, d loss / d weight [C, F], d loss / d bias [C])``.
@@ -230,17 +240,22 @@ def penalized_cross_entropy(weight: torch.Tensor, bias: torch.Tensor,
     total = 0.5 * l2 * weight.pow(2).sum()
     for x, y in slices:
         log_p = torch.addmm(bias, x, weight.t()).log_softmax(1)  # [b, C]
-        total -= log_p.gather(1, y[:, None]).sum() / n
+        row_weight = None if class_weight is None else class_weight[y][:, None] / n  # [b, 1]
+        picked = log_p.gather(1, y[:, None])  # [b, 1]
+        total -= (picked.sum() / n) if row_weight is None else (row_weight * picked).sum()
         residual = log_p.exp_()  # [b, C]: softmax, then minus the one-hot labels
         residual[torch.arange(len(y)), y] -= 1.0
-        residual /= n
+        if row_weight is None:
+            residual /= n
+        else:
+            residual *= row_weight
         grad_w.addmm_(residual.t(), x)
         grad_b += residual.sum(0)
     return total, grad_w, grad_b
 
 
 def _lbfgs(head: StandardizedLinear, data: Rows, l2: float, rows: int | None = None,
-           max_iter: int = 500) -> None:
+           max_iter: int = 500, class_weight: torch.Tensor | None = None) -> None:
     """Full-batch multinomial logistic regression: min CE + l2/2 * ||W||^2 (strong Wolfe).
 
     The loss and its gradient are summed over slices of ``rows`` rows of ``data``: slice ``k``
@@ -265,7 +280,7 @@ def _lbfgs(head: StandardizedLinear, data: Rows, l2: float, rows: int | None = N
     @torch.no_grad()
     def closure() -> torch.Tensor:
         slices = whole or ((standardized(x), y) for x, y in data.chunks(rows))
-        total, weight.grad, bias.grad = penalized_cross_entropy(weight, bias, slices, n, l2)
+        total, weight.grad, bias.grad = penalized_cross_entropy(weight, bias, slices, n, l2, class_weight)
         return total
 
     optimizer.step(closure)
@@ -277,6 +292,7 @@ def fit_head_lbfgs(
     num_classes: int,
     metrics_log: MetricsLog | None = None,
     grid: tuple[float, ...] = LBFGS_L2_GRID,
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[nn.Linear, dict[str, Any]]:
     """L-BFGS logistic regression for each L2 strength in ``grid``; keep the best on validation.
 
@@ -293,9 +309,9 @@ def fit_head_lbfgs(
             start = time.perf_counter()
             head = _standardizer(train, num_classes, seed=LBFGS_INIT_SEED, mean_std=mean_std)
             with torch.enable_grad():
-                _lbfgs(head, train, l2)
-            train_loss, train_acc = evaluate_head(head, train)
-            val_loss, val_acc = evaluate_head(head, val)
+                _lbfgs(head, train, l2, class_weight=class_weight)
+            train_loss, train_acc = evaluate_head(head, train, class_weight=class_weight)
+            val_loss, val_acc = evaluate_head(head, val, class_weight=class_weight)
             record = EpochRecord(Phase.HEAD_LBFGS, step, train_loss, train_acc, val_loss, val_acc,
                                  seconds=time.perf_counter() - start, l2=l2)
             better = record.val_accuracy > best["val_accuracy"] or (

@@ -131,20 +131,21 @@ def _use_cv(train: Rows, val: Rows, num_classes: int) -> bool:
 
 # -- L-BFGS: choose the L2 strength ------------------------------------------------------------
 def _lbfgs_solve(fit_on: Rows, num_classes: int, l2: float,
-                 mean_std: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+                 mean_std: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 class_weight: torch.Tensor | None = None) -> nn.Module:
     head = _standardizer(fit_on, num_classes, seed=LBFGS_INIT_SEED, mean_std=mean_std)
     with torch.enable_grad():
-        _lbfgs(head, fit_on, l2)
+        _lbfgs(head, fit_on, l2, class_weight=class_weight)
     return head
 
 
-def _score(head: nn.Module, data: Rows) -> tuple[float, float]:
-    loss, accuracy = evaluate_head(head, data)
+def _score(head: nn.Module, data: Rows, class_weight: torch.Tensor | None = None) -> tuple[float, float]:
+    loss, accuracy = evaluate_head(head, data, class_weight=class_weight)
     return accuracy, loss
 
 
 def _lbfgs_cv(pool: FeatureRows, num_classes: int, folds: list[tuple[torch.Tensor, torch.Tensor]],
-              metrics_log: MetricsLog | None) -> tuple[float, float, float]:
+              metrics_log: MetricsLog | None, class_weight: torch.Tensor | None = None) -> tuple[float, float, float]:
     """Mean fold accuracy and loss of every L2 strength; returns the best ``(l2, acc, loss)``."""
     best = (LBFGS_L2_GRID[0], -1.0, math.inf)
     views = [(pool.take(fit_idx), pool.take(held_idx)) for fit_idx, held_idx in folds]
@@ -154,9 +155,9 @@ def _lbfgs_cv(pool: FeatureRows, num_classes: int, folds: list[tuple[torch.Tenso
             start = time.perf_counter()
             fit_scores, held_scores = [], []
             for (fit_on, held_out), mean_std in zip(views, stats):
-                head = _lbfgs_solve(fit_on, num_classes, l2, mean_std)
-                fit_scores.append(_score(head, fit_on))
-                held_scores.append(_score(head, held_out))
+                head = _lbfgs_solve(fit_on, num_classes, l2, mean_std, class_weight)
+                fit_scores.append(_score(head, fit_on, class_weight))
+                held_scores.append(_score(head, held_out, class_weight))
             acc = statistics.fmean(a for a, _ in held_scores)
             loss = statistics.fmean(v for _, v in held_scores)
             better = acc > best[1] or (acc == best[1] and loss < best[2])
@@ -172,20 +173,20 @@ def _lbfgs_cv(pool: FeatureRows, num_classes: int, folds: list[tuple[torch.Tenso
 
 
 def _select_lbfgs(train: Rows, val: Rows, num_classes: int, refit: bool, seed: int,
-                  metrics_log: MetricsLog | None) -> HeadChoice:
+                  metrics_log: MetricsLog | None, class_weight: torch.Tensor | None = None) -> HeadChoice:
     pool = FeatureRows([train, val])  # a view: nothing is copied
     if refit and _use_cv(train, val, num_classes):
         folds = cv_folds(pool.labels, seed)
-        l2, score, loss = _lbfgs_cv(pool, num_classes, folds, metrics_log)
+        l2, score, loss = _lbfgs_cv(pool, num_classes, folds, metrics_log, class_weight)
         selection = f"cv-{len(folds)}"
     else:
-        head, chosen = fit_head_lbfgs(train, val, num_classes, metrics_log)
+        head, chosen = fit_head_lbfgs(train, val, num_classes, metrics_log, class_weight=class_weight)
         l2, score, loss = chosen["l2"], chosen["val_accuracy"], chosen["val_loss"]
         selection = "val"
         if not refit:
             return HeadChoice(head, "lbfgs", selection, {"l2": l2}, score, loss, False, len(train))
     with one_thread():
-        head = _lbfgs_solve(pool, num_classes, l2).folded()
+        head = _lbfgs_solve(pool, num_classes, l2, class_weight=class_weight).folded()
     log.info("head-lbfgs: refitted on train + val (%d examples) with l2=%g", len(pool), l2)
     return HeadChoice(head, "lbfgs", selection, {"l2": l2}, score, loss, True, len(pool))
 
@@ -207,7 +208,7 @@ def _adamw_epochs(data: Rows, num_classes: int, opts: AdamWHead, epochs: int) ->
             for batch in order.split(opts.batch_size):
                 for group in optimizer.param_groups:
                     group["lr"] = opts.lr * warmup_cosine(step, total, warmup)
-                loss = F.cross_entropy(head(data.gather(batch)), data.labels[batch],
+                loss = F.cross_entropy(head(data.gather(batch)), data.labels[batch], weight=settings.class_weight,
                                        label_smoothing=settings.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -247,7 +248,8 @@ def _select_adamw(train: Rows, val: Rows, num_classes: int, opts: AdamWHead,
 def select_and_fit_head(train: Rows, val: Rows, num_classes: int, solver: str, *,
                         adamw: AdamWHead, refit: bool = True, seed: int = 0,
                         metrics_log: MetricsLog | None = None, progress: Progress | None = None,
-                        phase: Phase = Phase.HEAD) -> tuple[HeadChoice, list[str]]:
+                        phase: Phase = Phase.HEAD, class_weight: torch.Tensor | None = None,
+                        ) -> tuple[HeadChoice, list[str]]:
     """Choose the head's hyperparameter (on val, or by k-fold CV when val is tiny), then refit.
 
     Args:
@@ -261,6 +263,8 @@ def select_and_fit_head(train: Rows, val: Rows, num_classes: int, solver: str, *
             selection on val.
         seed: the CV folds' seed.
         metrics_log / progress / phase: where the selection's records go and what they are called.
+        class_weight: [C] per-class weights of the loss and of the selection's scores
+            (``class_balance``; ``None``: every example alike).
 
     Returns:
         The :class:`HeadChoice` and the selection's warnings (overfitting).
@@ -279,6 +283,7 @@ def select_and_fit_head(train: Rows, val: Rows, num_classes: int, solver: str, *
         ('cv-5', True, 40)
     """
     if solver == "lbfgs":
-        return _select_lbfgs(train, val, num_classes, refit, seed, metrics_log), []
-    cpu = dataclasses.replace(adamw, settings=dataclasses.replace(adamw.settings, device=torch.device("cpu"), precision="fp32"))
+        return _select_lbfgs(train, val, num_classes, refit, seed, metrics_log, class_weight), []
+    cpu = dataclasses.replace(adamw, settings=dataclasses.replace(
+        adamw.settings, device=torch.device("cpu"), precision="fp32", class_weight=class_weight))
     return _select_adamw(train, val, num_classes, cpu, refit, seed, metrics_log, progress, phase)

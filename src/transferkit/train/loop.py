@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import TrainingDivergedError
 from ..io.atomic import kill_point
 from ..io.records import EpochRecord, Event, EventKind, Phase
+from .class_balance import weighted_scores
 from .device import autocast, move_to
 from .distributed import IGNORE, SINGLE, Distributed
 from .metrics_log import MetricsLog
@@ -53,6 +54,9 @@ class LoopSettings:
     seed: int = 0  # ranks after 0 draw their random streams from it (Distributed.reseed)
     compile: bool = False  # torch.compile the (DDP-wrapped) model for the training steps
     compile_mode: str = "default"  # torch.compile's mode; reduce-overhead: CUDA graph trees
+    # [C] per-class loss weights averaging 1 over the training examples (class_balance), which
+    # weight validation's scores too; None: every example alike
+    class_weight: torch.Tensor | None = None
 
 
 @dataclass
@@ -136,7 +140,7 @@ def _evaluate(model: nn.Module, loader: Iterable[Any], settings: LoopSettings) -
     logits, labels = gather_predictions(settings.dist, *predict_logits(model, loader, settings.device, settings.precision))
     scores = (float("nan"), float("nan"))
     if settings.dist.main and labels.numel() > 0:
-        scores = ((logits.argmax(1) == labels).float().mean().item(), F.cross_entropy(logits, labels).item())
+        scores = weighted_scores(logits, labels, settings.class_weight)
     return settings.dist.broadcast_object(scores)
 
 
@@ -188,14 +192,17 @@ class _EpochTally:
         where: ``(phase label, epoch)`` for the error message.
         rates: the optimizer's peak learning rates, for the error message.
         ctx: the ranks whose tallies :meth:`result` adds up.
+        class_weight: [C] on ``device``: each hit counts its class's weight, as the loss does
+            (the weights average 1, so the accuracy estimates the balanced accuracy).
     """
 
     def __init__(self, device: torch.device, where: tuple[str, int], rates: list[float],
-                 ctx: Distributed = SINGLE) -> None:
+                 ctx: Distributed = SINGLE, class_weight: torch.Tensor | None = None) -> None:
         self.check_every = 1 if device.type == "cpu" else _FINITE_CHECK_EVERY
         self.where, self.rates, self.ctx = where, rates, ctx
         self.pending: list[tuple[int, int, torch.Tensor, int]] = []  # (batch, global step, loss sum [], size)
-        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.class_weight = class_weight
+        self.correct = torch.zeros((), dtype=torch.long if class_weight is None else torch.float32, device=device)
         self.loss_sum, self.seen = 0.0, 0
 
     def add(self, batch: int, step: int, loss_sum: torch.Tensor, size: int, logits: torch.Tensor,
@@ -204,7 +211,10 @@ class _EpochTally:
         called before its optimizer step, so on a CPU a non-finite loss raises before the
         weights take the update. Padding rows (label IGNORE) never match an argmax."""
         self.pending.append((batch, step, loss_sum.detach(), size))
-        self.correct += (logits.detach().argmax(1) == targets).sum()
+        hits = logits.detach().argmax(1) == targets  # [B]
+        if self.class_weight is not None:  # padding (IGNORE) is never a hit: any weight will do
+            hits = hits * self.class_weight[targets.clamp(min=0)]
+        self.correct += hits.sum()
         if len(self.pending) >= self.check_every:
             self.flush()
 
@@ -267,7 +277,8 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
     Raises:
         TrainingDivergedError: a loss was NaN or infinite (``where`` = (phase label, epoch)).
     """
-    tally = _EpochTally(settings.device, where, optim.peaks, settings.dist)
+    class_weight = None if settings.class_weight is None else settings.class_weight.to(settings.device)
+    tally = _EpochTally(settings.device, where, optim.peaks, settings.dist, class_weight)
     # fp16's small range needs the loss scaled (and steps with inf gradients skipped); a disabled
     # scaler is a pass-through for fp32 and bf16
     scaler = torch.amp.GradScaler(settings.device.type, enabled=settings.precision == "fp16")
@@ -284,8 +295,10 @@ def _train_epoch(model, loader, optim: _Optimizer, settings: LoopSettings, state
         inputs, targets = move_to(inputs, settings.device), move_to(targets, settings.device)
         with autocast(settings.device, settings.precision):
             logits = model(inputs)
-        loss_sum = F.cross_entropy(logits.float(), targets, label_smoothing=settings.label_smoothing,
-                                   ignore_index=IGNORE, reduction="sum")
+        # a weighted sum over the count, not over the weights' sum: the weights average 1 over the
+        # training split, so this is the weighted mean's estimate, and padding (IGNORE) stays out
+        loss_sum = F.cross_entropy(logits.float(), targets, weight=class_weight,
+                                   label_smoothing=settings.label_smoothing, ignore_index=IGNORE, reduction="sum")
         loss = loss_sum * (settings.dist.world / max(1, total))
         tally.add(batch, state.step + 1, loss_sum, real, logits, targets)
         optim.opt.zero_grad(set_to_none=True)

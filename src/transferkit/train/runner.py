@@ -51,6 +51,7 @@ from .checkpoint import (
     save_checkpoint,
     save_phase_start,
 )
+from .class_balance import class_weighting
 from .device import (
     inference_batch_size,
     loader_workers,
@@ -147,7 +148,11 @@ class _Trainer:
         self.generator = seed_everything(cfg.seed)
         self.metrics = MetricsLog(run_dir / rf.METRICS if ctx.main else None,  # rank 0 alone writes
                                   run_dir / rf.TENSORBOARD if cfg.tensorboard and ctx.main else None)
-        self.warnings: list[str] = []
+        self.class_weight, imbalanced = class_weighting(cfg.class_weights, data.train.class_counts(data.num_classes),
+                                                         data.classes)
+        self.warnings: list[str] = [imbalanced] if imbalanced else []
+        if imbalanced:
+            log.warning("%s", imbalanced)
         self.eval_batch = inference_batch_size(cfg.batch_size, self.device, model.spec.modality)
         self.deadline = started + cfg.time_budget if cfg.time_budget else None
         self._encoder: Any = None  # the feature backend's encoder (None: torch runs the model)
@@ -176,6 +181,7 @@ class _Trainer:
             label_smoothing=cfg.label_smoothing, patience=own.get("patience", cfg.patience),
             precision=self.precision, device=self.device, overfit_gap=cfg.overfit_gap, deadline=self.deadline,
             dist=self.ctx, seed=cfg.seed, compile=cfg.compile, compile_mode=cfg.compile_mode,
+            class_weight=self.class_weight,
         )
 
     def encode(self, name: str) -> CachedFeatures | None:
@@ -257,7 +263,8 @@ class _Trainer:
         adamw = AdamWHead(single, own.get("lr", self.cfg.lr), self.cfg.batch_size, self.generator)
         choice, warnings = select_and_fit_head(
             train, val, len(self.data.classes), self.cfg.head_solver, adamw=adamw, refit=self.probe_refit,
-            seed=self.cfg.seed, metrics_log=self.metrics, progress=self.progress, phase=phase.record)
+            seed=self.cfg.seed, metrics_log=self.metrics, progress=self.progress, phase=phase.record,
+            class_weight=self.class_weight)
         head = choice.head
         self.extra["head"] = choice.record()
         self.probe_score = (choice.score, choice.loss)

@@ -45,6 +45,7 @@ from ..data import as_data_options, load_data
 from ..errors import ConfigError, DataError
 from ..models import load_model
 from ..strategies import strategy_names
+from ..train.class_balance import imbalanced
 from ..train.device import inference_batch_size, prepare_model_layout, resolve_device, seed_everything
 from ..train.features import CachedFeatures, extract_features
 from ..train.head import fit_head_lbfgs
@@ -425,7 +426,7 @@ def train_command(model: str, data: str, settings: dict[str, Any]) -> str:
 
 _MODEL_OPTIONS = ("pretrained", "weights", "max_length", "device")
 # How the race's runs and the recommended command train; measuring the features does not need it.
-_TRAIN_OPTIONS = ("precision",)
+_TRAIN_OPTIONS = ("precision", "class_weights")
 
 
 def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget: float | None = None,
@@ -444,7 +445,7 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
         progress: progress bars in the race's runs (default: when stderr is a terminal).
         **options: DataOptions fields (per_class, seed, val_fraction, ...) applied to ``data``,
             how training would load the model (pretrained, weights, max_length, device) and
-            train it (precision: the race trains in it, the command carries it).
+            train it (precision, class_weights: the race trains with them, the command carries them).
 
     Returns:
         A :class:`Recommendation` (``race`` holds the race's runs, ``None`` without one).
@@ -483,6 +484,8 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
     if measurements["probe_val"] < 50:  # one example moves the accuracy by more than 2 points
         reasons.append(f"The probe was scored on only {measurements['probe_val']} held-out examples, so "
                        "separability is a rough estimate; `transferkit compare` measures the candidates.")
+    if imbalanced([measurements["per_class_min"], measurements["per_class_max"]]):
+        reasons.append(_imbalance_reason(measurements, training.get("class_weights", "none")))
     if dropped := sorted(set(decision.hyperparameters) - set(hyper)):
         reasons.append(f"Settings {', '.join(dropped)} are not TrainConfig options in this version; left out.")
     strategy, result = decision.strategy, None
@@ -497,6 +500,17 @@ def recommend(model: str, data: str | DataOptions, *, race: bool = True, budget:
     run_settings = {**hyper, **{k: getattr(opts, k) for k in data_fields}, **given, **training}
     command = train_command(model, opts.data, run_settings)
     return Recommendation(strategy, hyper, reasons, measurements, command, decision.rule, result)
+
+
+def _imbalance_reason(m: dict[str, Any], class_weights: str) -> str:
+    """The advice's line on imbalanced classes (the race picks on validation accuracy, weighted
+    only with ``--class-weights balanced``)."""
+    text = (f"The classes are imbalanced ({m['per_class_min']} to {m['per_class_max']} training examples "
+            "per class): ")
+    if class_weights == "balanced":
+        return text + "the race and the command weight each class's loss and score by --class-weights balanced."
+    return text + ("the race scored plain validation accuracy, which rewards the large classes; if the "
+                   "small ones matter, run recommend again with --class-weights balanced.")
 
 
 def _cost_guess(m: dict[str, Any]) -> tuple[float, float]:
