@@ -171,9 +171,9 @@ def evaluate_head(head: nn.Module, data: Rows, rows: int | None = None,
         ``(loss, accuracy)``; with one slice, exactly ``F.cross_entropy(head(x), y)`` and
         ``(head(x).argmax(1) == y).float().mean()``.
     """
-    if class_weight is not None:  # the weighted means need the total weight: one pass of logits
-        logits, labels = zip(*((head(x), y) for x, y in data.chunks(rows)))
-        accuracy, loss_w = weighted_scores(torch.cat(logits), torch.cat(labels), class_weight)
+    if class_weight is not None and len(data):  # weighted means need the total weight: logits kept [N, C]
+        parts = [(head(x), y) for x, y in data.chunks(rows)]
+        accuracy, loss_w = weighted_scores(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), class_weight)
         return loss_w, accuracy
     n, loss, correct = len(data), 0.0, 0
     for x, y in data.chunks(rows):
