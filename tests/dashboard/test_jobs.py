@@ -101,6 +101,7 @@ def test_a_check_that_fails_queues_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("options, argv", [
     ({"per_class": 20, "epochs": "3"}, ["--per-class=20", "--epochs=3"]),
     ({"augment": True, "refit": False}, ["--augment", "--no-refit"]),
+    ({"class_weights": "balanced"}, ["--class-weights=balanced"]),
     ({"group_lrs": [1e-5, 1e-3], "lora-targets": "query,value"}, ["--group-lrs=1e-05,0.001", "--lora-targets=query,value"]),
     ({"data": "--out=/elsewhere", "time_budget": None, "lr": ""}, ["--data=--out=/elsewhere"]),
 ])
@@ -169,6 +170,8 @@ def test_strategies_and_models_for_the_form(client) -> None:
     assert "head_solver" in options["feature-extraction"] and "head_solver" not in options["linear-probe"]  # fixed
     rank = next(o for o in strategies["lora"]["options"] if o["name"] == "lora_rank")
     assert rank["flag"] == "--lora-rank" and rank["kind"] == "int" and rank["default"] == 8
+    weights = next(o for o in client.json("/api/strategies")["form"] if o["name"] == "class_weights")
+    assert weights["kind"] == "choice" and weights["choices"] == ["none", "balanced"] and weights["default"] == "none"
     models = client.json("/api/models")["models"]
     assert any(m["spec"] == "builtin:minilm" for m in models)
     assert {"spec", "modality", "weights_available"} <= set(models[0])

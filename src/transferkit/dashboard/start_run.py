@@ -33,7 +33,7 @@ from .jobs import COMMANDS, JobError, JobQueue
 __all__ = ["model_infos", "option_info", "routes", "strategy_infos"]
 
 #: The form's fields above the strategy's own (the rest of TrainConfig stays at its defaults).
-FORM_FIELDS = ("per_class", "epochs", "time_budget")
+FORM_FIELDS = ("per_class", "epochs", "time_budget", "class_weights")
 #: Options of every strategy that trains the backbone: its rate and the layer-wise rates.
 BACKBONE_FIELDS = ("lr", "lr_decay", "group_lrs")
 #: The help text of the fields that set the head trained on cached features starts so.
