@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,12 @@ def test_recommend_carries_class_weights_into_its_command(tmp_path, tiny_bert_di
     assert any(r.startswith("The classes are imbalanced") and "weight each class" in r for r in rec.reasons)
     plain = tk.recommend(f"hf:{tiny_bert_dir}", str(data), race=False)
     assert any("run recommend again with --class-weights balanced" in r for r in plain.reasons), plain.reasons
+
+
+def test_compare_trains_every_strategy_with_class_weights_and_says_so(tmp_path, tiny_bert_dir) -> None:
+    data = _skewed_csv(tmp_path / "skewed.csv", 40, 10)
+    result = tk.compare(f"hf:{tiny_bert_dir}", str(data), strategies=["feature-extraction", "full"], epochs=1,
+                        class_weights="balanced", out=str(tmp_path / "cmp"))
+    assert "class weights: balanced" in result.markdown.splitlines()[2]
+    for row in result.rows:
+        assert "class_weights: balanced" in (Path(row["run_dir"]) / "config.yaml").read_text()

@@ -316,7 +316,8 @@ def compare(model: str, data: str | DataOptions, *, strategies: Sequence[str] | 
     first = configs[names[0]]
     header = (f"# Strategy comparison\n\nmodel: `{model}` · data: `{first.data}` · seed: {first.seed} · "
               f"per-class: {first.per_class or 'all'} · time budget: "
-              f"{f'{time_budget:g} s' if time_budget is not None else 'none'}")
+              f"{f'{time_budget:g} s' if time_budget is not None else 'none'}"
+              + (f" · class weights: {first.class_weights}" if first.class_weights != "none" else ""))
     text = markdown_table(rows, header, best)
     atomic_write_json(out_dir / COMPARE_JSON, rows)
     atomic_write_text(out_dir / COMPARE_MD, text)
