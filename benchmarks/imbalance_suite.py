@@ -98,10 +98,10 @@ def run(name: str, folder: Path, strategy: str, weights: str, seed: int, work: P
                          class_weights=weights, out=str(out),
                          **SIZE[modality])
     metrics = tk.train(cfg, progress=False).metrics
-    recalls = [v["recall"] for v in metrics.per_class.values()]
+    recalls = {name: v["recall"] for name, v in metrics.per_class.items()}
     return {"data": name, "strategy": strategy, "class_weights": weights, "seed": seed,
             "accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1,
-            "balanced_accuracy": statistics.fmean(recalls), "recalls": dict(zip(metrics.per_class, recalls)),
+            "balanced_accuracy": metrics.balanced_accuracy, "recalls": recalls,
             "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -241,7 +241,7 @@ def test_run_page_of_a_finished_run(browser, roots: Path) -> None:
         assert page.query_selector(f"{chart} canvas"), chart
     assert page.get_attribute("#chart-accuracy", "data-val-points") == "5"
     assert "layer3" in page.inner_text("#chart-lr")  # a learning-rate line per layer group
-    assert "0.7700" in page.inner_text("#metrics")
+    assert "0.7700" in page.inner_text("#metrics") and "0.7500" in page.inner_text("#metrics")  # balanced accuracy
     confusion = page.inner_text("#confusion")
     assert "cat" in confusion and "fox" in confusion
     assert "dog" in page.inner_text("#recall")

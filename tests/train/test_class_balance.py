@@ -146,3 +146,23 @@ def test_compare_trains_every_strategy_with_class_weights_and_says_so(tmp_path, 
     assert "class weights: balanced" in result.markdown.splitlines()[2]
     for row in result.rows:
         assert "class_weights: balanced" in (Path(row["run_dir"]) / "config.yaml").read_text()
+
+
+def test_balanced_accuracy_is_scikit_learns_and_is_printed(capsys, tmp_path, tiny_bert_dir) -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    from transferkit.train.metrics import classification_metrics
+
+    truth, predicted = [0, 0, 0, 0, 1, 1, 2], [0, 0, 0, 1, 1, 0, 0]
+    metrics = classification_metrics(truth, predicted, ["a", "b", "c", "absent"])
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, predicted))
+    data = _skewed_csv(tmp_path / "skewed.csv", 40, 10)
+    code, out, err = run_cli(capsys, "train", "--model", f"hf:{tiny_bert_dir}", "--data", data, "--strategy",
+                             "feature-extraction", "--out", tmp_path / "run")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    recalls = [c["recall"] for c in saved["per_class"].values()]
+    assert saved["balanced_accuracy"] == pytest.approx(sum(recalls) / len(recalls))
+    assert f"balanced accuracy: {saved['balanced_accuracy']:.4f}" in out
+    code, out, err = run_cli(capsys, "evaluate", tmp_path / "run")
+    assert code == 0 and "balanced accuracy: " in out, err

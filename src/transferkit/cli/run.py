@@ -87,7 +87,9 @@ def _build_config(config_file: str | None, cli_values: dict[str, Any]) -> tk.Tra
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
-    click.echo(f"accuracy: {metrics['accuracy']:.4f}  macro-F1: {metrics['macro_f1']:.4f}  (n={metrics['n']})")
+    balanced = metrics.get("balanced_accuracy")  # absent from runs that predate it
+    click.echo(f"accuracy: {metrics['accuracy']:.4f}  macro-F1: {metrics['macro_f1']:.4f}  "
+               + (f"balanced accuracy: {balanced:.4f}  " if balanced is not None else "") + f"(n={metrics['n']})")
 
 
 @cli.command("train")
@@ -150,7 +152,7 @@ def train_cmd(config_file: str | None, resume_dir: str | None, as_json: bool, ch
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "macro_f1", "n", "confusion_matrix", "classes", "strategy", "model",
+    keys = ("accuracy", "macro_f1", "balanced_accuracy", "n", "confusion_matrix", "classes", "strategy", "model",
             "trainable_params", "total_params", "seconds", "data", "split")
     return {k: metrics[k] for k in keys if k in metrics}
 
@@ -161,7 +163,7 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str) -> None:
-    """Score a finished run on a dataset (accuracy, macro-F1, confusion matrix).
+    """Score a finished run on a dataset (accuracy, macro-F1, balanced accuracy, confusion matrix).
 
     \b
     Example:

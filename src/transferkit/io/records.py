@@ -286,6 +286,7 @@ class TestMetrics:
 
     Attributes:
         accuracy, macro_f1, n, classes, confusion_matrix (rows: true), per_class (recall, support).
+        balanced_accuracy: the mean per-class recall (``None`` in runs from before it was kept).
         split: which data was scored (``test``).
         model, strategy: the run's model spec and strategy.
         total_params, trainable_params: as trained (LoRA: the factors and the head).
@@ -316,6 +317,7 @@ class TestMetrics:
     classes: list[str] = field(default_factory=list)
     confusion_matrix: list[list[int]] = field(default_factory=list)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    balanced_accuracy: float | None = None
     split: str = "test"
     model: str = ""
     strategy: str = ""

@@ -60,7 +60,7 @@ def imbalance_warning(counts: Sequence[int], classes: Sequence[str], class_weigh
     listing = ", ".join(named if len(named) <= 6 else [*named[:3], "...", *named[-3:]])
     text = (f"the training split is imbalanced: {listing} examples (largest to smallest, "
             f"{max(present) / min(present):.1f} to 1). Accuracy rewards predicting the large classes; "
-            "read the macro-F1 and each class's recall in test_metrics.json beside it. ")
+            "read the balanced accuracy, macro-F1 and each class's recall in test_metrics.json beside it. ")
     if class_weights == "balanced":
         return text + "Each class's loss is weighted by N / (C x its examples) (--class-weights balanced)."
     return text + ("If the small classes matter, --class-weights balanced weights each class's loss by "

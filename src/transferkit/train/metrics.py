@@ -10,7 +10,7 @@ import numpy as np
 def classification_metrics(
     y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1, the confusion matrix and per-class recall.
+    """Accuracy, macro-F1, balanced accuracy, the confusion matrix and per-class recall.
 
     Args:
         y_true: true label indices, length N.
@@ -18,7 +18,9 @@ def classification_metrics(
         classes: class names; index i names label i.
 
     Returns:
-        ``{"accuracy", "macro_f1", "n", "classes", "confusion_matrix" (rows = true), "per_class"}``.
+        ``{"accuracy", "macro_f1", "balanced_accuracy", "n", "classes", "confusion_matrix" (rows =
+        true), "per_class"}``; balanced accuracy is the mean recall of the classes in ``y_true``
+        (scikit-learn's ``balanced_accuracy_score``), what accuracy hides on imbalanced classes.
 
     Example:
         >>> classification_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])["accuracy"]
@@ -34,7 +36,8 @@ def classification_metrics(
     labels = list(range(len(classes)))
     n = int(y_true_arr.size)
     if n == 0:
-        return {"accuracy": float("nan"), "macro_f1": float("nan"), "n": 0, "classes": list(classes)}
+        return {"accuracy": float("nan"), "macro_f1": float("nan"), "balanced_accuracy": float("nan"), "n": 0,
+                "classes": list(classes)}
     cm = confusion_matrix(y_true_arr, y_pred_arr, labels=labels)
     support = cm.sum(axis=1)
     recall = np.divide(np.diag(cm), support, out=np.zeros(len(labels)), where=support > 0)
@@ -45,6 +48,7 @@ def classification_metrics(
     return {
         "accuracy": float((y_true_arr == y_pred_arr).mean()),
         "macro_f1": float(macro_f1),
+        "balanced_accuracy": float(recall[present].mean()),
         "n": n,
         "classes": list(classes),
         "confusion_matrix": cm.tolist(),

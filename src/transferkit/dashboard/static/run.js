@@ -72,8 +72,8 @@
   function results(m) {
     if (!m) return;
     document.getElementById("results").hidden = false;
-    document.getElementById("metrics").replaceChildren(TK.table(["accuracy", "macro-F1", "examples", "epochs", "epochs to best"],
-      [[TK.num(m.accuracy), TK.num(m.macro_f1), m.n, m.epochs, m.epochs_to_best]], [0, 1, 2, 3, 4]));
+    document.getElementById("metrics").replaceChildren(TK.table(["accuracy", "macro-F1", "balanced accuracy", "examples", "epochs", "epochs to best"],
+      [[TK.num(m.accuracy), TK.num(m.macro_f1), TK.num(m.balanced_accuracy), m.n, m.epochs, m.epochs_to_best]], [0, 1, 2, 3, 4, 5]));
     const classes = m.classes || [];
     document.getElementById("confusion").replaceChildren(TK.table(["true \\ predicted", ...classes],
       (m.confusion_matrix || []).map((row, i) => [classes[i], ...row]), classes.map((_, i) => i + 1)));
