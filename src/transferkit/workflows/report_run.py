@@ -16,8 +16,8 @@ from ._common import read_json
 
 __all__ = ["run_sections", "run_warnings", "confusion_figure", "run_records", "run_test_metrics"]
 
-_METRIC_KEYS = ("accuracy", "macro_f1", "n", "split", "trainable_params", "total_params", "seconds",
-                "peak_memory_mb", "peak_cuda_memory_mb", "epochs", "epochs_to_best", "best_epoch",
+_METRIC_KEYS = ("accuracy", "macro_f1", "balanced_accuracy", "n", "split", "trainable_params", "total_params",
+                "seconds", "peak_memory_mb", "peak_cuda_memory_mb", "epochs", "epochs_to_best", "best_epoch",
                 "probe_scale", "wise_alpha", "lbfgs")
 _MAX_LISTED = 20
 
