@@ -360,3 +360,26 @@ def test_table_of_paths_is_read_and_split_in_a_fraction_of_its_size(tmp_path: Pa
         i = int(Path(item).stem)
         assert item == str(tmp_path / "img" / f"{i:07d}.png") and label == f"class{i % 10}"
     assert int(growth) < size / 3, f"peak RSS grew by {int(growth) / 2**20:.0f} MB for {size / 2**20:.0f} MB"
+
+
+def test_labels_that_differ_only_in_case_are_named_in_a_warning(tmp_path, digit_folder, tiny_bert_dir) -> None:
+    import csv
+
+    import transferkit as tk
+
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(36):  # " spam" is stripped; the case is kept, so four classes
+            writer.writerow([f"good great film {i}" if i % 2 else f"bad terrible film {i}",
+                             ("Spam", "spam ", "ham", "Ham")[i % 4]])
+    bundle = load_data(str(table))
+    assert bundle.classes == ["Ham", "Spam", "ham", "spam"]
+    assert bundle.report.warnings == [
+        "labels that differ only in case are separate classes: Ham, ham; Spam, spam. If they name the same "
+        "class, write them alike in the data (e.g. all in lower case) and train again."]
+    assert any(line.startswith("data: warning: labels that differ only in case") for line in bundle.report.lines())
+    run = tk.train(tk.TrainConfig(model=f"hf:{tiny_bert_dir}", data=str(table), out=str(tmp_path / "run")))
+    assert bundle.report.warnings[0] in json.loads((run.run_dir / "test_metrics.json").read_text())["warnings"]
+    assert load_data(str(digit_folder)).report.warnings == []  # distinct names: nothing to say

@@ -114,6 +114,8 @@ class DataReport:
         duplicates: examples that repeat an earlier one (same file path or same text); each
             group of copies is kept in one split.
         notes: human-readable lines (dropped rows, carved splits, split sizes, ...).
+        warnings: what the data may have wrong that loading cannot decide (labels that differ
+            only in case); a run repeats them among its own warnings.
 
     Example:
         >>> report = DataReport(n_scanned=3, bad_files=["x.png"])
@@ -128,6 +130,7 @@ class DataReport:
     bad_rows: list[str] = field(default_factory=list)
     duplicates: int = 0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def skipped_inputs(self) -> SkippedInputs:
         """The counts and first names of what was skipped, repaired or grouped, for the run's
@@ -171,6 +174,7 @@ class DataReport:
         if self.duplicates:
             out.append(f"data: {self.duplicates} duplicate example(s) (the same file path or text as "
                        "an earlier one); each group of copies is kept in one split")
+        out.extend(f"data: warning: {warning}" for warning in self.warnings)
         out.extend(f"data: {note}" for note in self.notes)
         return out
 

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -199,6 +199,20 @@ def as_data_options(source: str | os.PathLike[str] | DataOptions, **options: Any
     return DataOptions(data=os.fspath(source), **options)
 
 
+def case_variants(classes: Sequence[str]) -> list[list[str]]:
+    """Groups of class names that differ only in case (``Spam``, ``spam``), in order: usually one
+    class spelt two ways in a hand-labelled table, sometimes meant (letters ``A`` and ``a``).
+
+    Example:
+        >>> case_variants(["Ham", "SPAM", "Spam", "ham", "spam", "tea"])
+        [['Ham', 'ham'], ['SPAM', 'Spam', 'spam']]
+    """
+    groups: dict[str, list[str]] = {}
+    for name in classes:
+        groups.setdefault(name.casefold(), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def val_per_class(per_class: int, opts: DataOptions) -> int:
     """Validation examples kept per class when training keeps ``per_class``: the split's own
     proportion (``val_fraction`` against the training share), at least one.
@@ -266,6 +280,10 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
             "Add examples of another class (another sub-folder, or other values in the label "
             "column)."
         )
+    if variants := case_variants(classes):
+        report.warnings.append(
+            f"labels that differ only in case are separate classes: {'; '.join(', '.join(g) for g in variants)}. "
+            "If they name the same class, write them alike in the data (e.g. all in lower case) and train again.")
     index = {name: i for i, name in enumerate(classes)}
     train, val, test = _make_splits(
         raw, index, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, report=report

@@ -150,7 +150,7 @@ class _Trainer:
                                   run_dir / rf.TENSORBOARD if cfg.tensorboard and ctx.main else None)
         self.class_weight, imbalanced = class_weighting(cfg.class_weights, data.train.class_counts(data.num_classes),
                                                          data.classes)
-        self.warnings: list[str] = [imbalanced] if imbalanced else []
+        self.warnings: list[str] = [*data.report.warnings, *([imbalanced] if imbalanced else [])]
         if imbalanced:
             log.warning("%s", imbalanced)
         self.eval_batch = inference_batch_size(cfg.batch_size, self.device, model.spec.modality)
