@@ -362,7 +362,7 @@ def test_table_of_paths_is_read_and_split_in_a_fraction_of_its_size(tmp_path: Pa
     assert int(growth) < size / 3, f"peak RSS grew by {int(growth) / 2**20:.0f} MB for {size / 2**20:.0f} MB"
 
 
-def test_labels_that_differ_only_in_case_are_named_in_a_warning(tmp_path, digit_folder, tiny_bert_dir) -> None:
+def test_labels_that_differ_only_in_case_or_number_format_are_named_in_a_warning(tmp_path, digit_folder, tiny_bert_dir) -> None:
     import csv
 
     import transferkit as tk
@@ -373,12 +373,13 @@ def test_labels_that_differ_only_in_case_are_named_in_a_warning(tmp_path, digit_
         writer.writerow(["text", "label"])
         for i in range(36):  # " spam" is stripped; the case is kept, so four classes
             writer.writerow([f"good great film {i}" if i % 2 else f"bad terrible film {i}",
-                             ("Spam", "spam ", "ham", "Ham")[i % 4]])
+                             ("Spam", "spam ", "ham", "Ham", "2", "2.0")[i % 6]])
     bundle = load_data(str(table))
-    assert bundle.classes == ["Ham", "Spam", "ham", "spam"]
+    assert bundle.classes == ["2", "2.0", "Ham", "Spam", "ham", "spam"]
     assert bundle.report.warnings == [
-        "labels that differ only in case are separate classes: Ham, ham; Spam, spam. If they name the same "
-        "class, write them alike in the data (e.g. all in lower case) and train again."]
+        "labels that differ only in case or in how a number is written are separate classes: 2, 2.0; Ham, ham; "
+        "Spam, spam. If they name the same class, write them alike in the data (e.g. all in lower case, whole "
+        "numbers without .0) and train again."]
     assert any(line.startswith("data: warning: labels that differ only in case") for line in bundle.report.lines())
     run = tk.train(tk.TrainConfig(model=f"hf:{tiny_bert_dir}", data=str(table), out=str(tmp_path / "run")))
     assert bundle.report.warnings[0] in json.loads((run.run_dir / "test_metrics.json").read_text())["warnings"]

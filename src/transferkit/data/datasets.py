@@ -8,6 +8,7 @@ A data spec is a folder of class sub-folders (images, or .txt files), a folder w
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -199,17 +200,23 @@ def as_data_options(source: str | os.PathLike[str] | DataOptions, **options: Any
     return DataOptions(data=os.fspath(source), **options)
 
 
-def case_variants(classes: Sequence[str]) -> list[list[str]]:
-    """Groups of class names that differ only in case (``Spam``, ``spam``), in order: usually one
+def label_variants(classes: Sequence[str]) -> list[list[str]]:
+    """Groups of class names that differ only in case (``Spam``, ``spam``) or in how a number is
+    written (``1``, ``1.0``: a spreadsheet saved some cells as decimals), in order: usually one
     class spelt two ways in a hand-labelled table, sometimes meant (letters ``A`` and ``a``).
 
     Example:
-        >>> case_variants(["Ham", "SPAM", "Spam", "ham", "spam", "tea"])
-        [['Ham', 'ham'], ['SPAM', 'Spam', 'spam']]
+        >>> label_variants(["0", "0.0", "1", "Ham", "SPAM", "Spam", "ham", "spam", "tea"])
+        [['0', '0.0'], ['Ham', 'ham'], ['SPAM', 'Spam', 'spam']]
     """
     groups: dict[str, list[str]] = {}
     for name in classes:
-        groups.setdefault(name.casefold(), []).append(name)
+        try:
+            number = float(name)
+            key = repr(number) if math.isfinite(number) else name.casefold()
+        except ValueError:
+            key = name.casefold()
+        groups.setdefault(key, []).append(name)
     return [group for group in groups.values() if len(group) > 1]
 
 
@@ -280,10 +287,11 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
             "Add examples of another class (another sub-folder, or other values in the label "
             "column)."
         )
-    if variants := case_variants(classes):
+    if variants := label_variants(classes):
         report.warnings.append(
-            f"labels that differ only in case are separate classes: {'; '.join(', '.join(g) for g in variants)}. "
-            "If they name the same class, write them alike in the data (e.g. all in lower case) and train again.")
+            "labels that differ only in case or in how a number is written are separate classes: "
+            f"{'; '.join(', '.join(g) for g in variants)}. If they name the same class, write them alike "
+            "in the data (e.g. all in lower case, whole numbers without .0) and train again.")
     index = {name: i for i, name in enumerate(classes)}
     train, val, test = _make_splits(
         raw, index, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, report=report
