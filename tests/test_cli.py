@@ -183,6 +183,10 @@ def test_evaluate_with_unseen_label(capsys, tmp_path, tiny_bert_dir, sentiment_c
     other.write_text("text,label\ngood film,pos\nfunny film,comedy\n")
     code, _, err = run_cli(capsys, "evaluate", run, "--data", other)
     assert_clean_error(code, err, "comedy")
+    assert "spelt like" not in err
+    other.write_text("text,label\ngood film,Pos\nbad film,neg\n")  # a label spelt like a class
+    code, _, err = run_cli(capsys, "evaluate", run, "--data", other)
+    assert_clean_error(code, err, "Pos is spelt like the class pos; write it alike")
 
 
 def test_existing_run_folder_is_not_overwritten(capsys, tmp_path, tiny_bert_dir, sentiment_csv) -> None:

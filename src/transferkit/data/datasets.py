@@ -336,8 +336,13 @@ def _map_onto(part: Part, classes: list[str], spec: str) -> Split:
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(label_set(part.labels) - set(index))
     if unknown:
+        hint = ""  # an unknown label spelt like a class (Business for business, 1.0 for 1): say which
+        for group in label_variants([*classes, *unknown]):
+            known, strays = [g for g in group if g in index], [g for g in group if g not in index]
+            if known and strays:
+                hint += f" {', '.join(strays)} is spelt like the class {known[0]}; write it alike."
         raise DataError(
-            f"The data {spec} has label(s) the run was not trained on: {format_list(unknown, 10)}. "
+            f"The data {spec} has label(s) the run was not trained on: {format_list(unknown, 10)}.{hint} "
             f"The run's classes are: {format_list(classes, 50)}. Evaluate on data whose labels are "
             "among those classes (rename or remove the other rows or folders)."
         )
