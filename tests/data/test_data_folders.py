@@ -51,6 +51,19 @@ def test_nested_files_and_hidden_entries(tmp_path: Path, helpers) -> None:
     helpers.write_png(root / ".thumbs" / "x.png")  # hidden folder: not a class
     bundle = load_data(str(root))
     assert bundle.classes == ["a", "b"] and len(_all_items(bundle)) == 9
+    assert not any("left out" in note for note in bundle.report.notes)
+
+
+def test_images_beside_the_class_folders_are_left_out_and_said_so(tmp_path: Path, helpers) -> None:
+    root = helpers.make_image_folder(tmp_path / "d", {"a": 4, "b": 4})
+    helpers.write_png(root / "stray.png")
+    helpers.write_png(root / ".hidden.png")
+    (root / "README.txt").write_text("about these photos")  # not an image: an image dataset's own file
+    bundle = load_data(str(root))
+    assert len(_all_items(bundle)) == 8
+    assert [n for n in bundle.report.notes if "left out" in n] == [
+        f"left out 1 file(s) at the top of {root}, outside every class folder: stray.png; move them into "
+        "their class's folder to use them"]
 
 
 @pytest.mark.parametrize(

@@ -346,6 +346,11 @@ def read_class_folder(folder: Path, report: DataReport) -> tuple[str, Part]:
             f"The class folder(s) {format_list([os.path.join(folder, c) for c in empty])} hold no "
             f"{kind}, while other classes do. Add examples to them or remove those folders."
         )
+    loose = sorted(e.name for e in os.scandir(folder) if e.is_file() and _visible(e.name)
+                   and _ext(e.name) in (IMAGE_EXTENSIONS if modality == "image" else TEXT_EXTENSIONS))
+    if loose:  # beside the class folders: no class says what they are
+        report.notes.append(f"left out {len(loose)} file(s) at the top of {folder}, outside every class folder: "
+                            f"{format_list(loose, 5)}; move them into their class's folder to use them")
     paths = [p for c in class_dirs for p in chosen[c]]
     labels = [c for c in class_dirs for _ in chosen[c]]
     if modality == "text":
