@@ -115,7 +115,7 @@ class DataReport:
             group of copies is kept in one split.
         notes: human-readable lines (dropped rows, carved splits, split sizes, ...).
         warnings: what the data may have wrong that loading cannot decide (labels that differ
-            only in case); a run repeats them among its own warnings.
+            only in case or number format); a run repeats them among its own warnings.
 
     Example:
         >>> report = DataReport(n_scanned=3, bad_files=["x.png"])

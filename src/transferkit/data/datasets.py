@@ -340,7 +340,8 @@ def _map_onto(part: Part, classes: list[str], spec: str) -> Split:
         for group in label_variants([*classes, *unknown]):
             known, strays = [g for g in group if g in index], [g for g in group if g not in index]
             if known and strays:
-                hint += f" {', '.join(strays)} is spelt like the class {known[0]}; write it alike."
+                verb = "is" if len(strays) == 1 else "are"
+                hint += f" {', '.join(strays)} {verb} spelt like the class {known[0]}; write it alike."
         raise DataError(
             f"The data {spec} has label(s) the run was not trained on: {format_list(unknown, 10)}.{hint} "
             f"The run's classes are: {format_list(classes, 50)}. Evaluate on data whose labels are "
