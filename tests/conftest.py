@@ -59,14 +59,15 @@ def write_truncated_jpeg(path: Path) -> Path:
     return path
 
 
-def write_sentiment_csv(path: Path, per_class: int = 15, seed: int = 0) -> Path:
-    """``text,label`` rows built from the tiny BERT vocabulary (positive vs negative words)."""
+def write_sentiment_csv(path: Path, per_class: int = 15, seed: int = 0, neg: int | None = None) -> Path:
+    """``text,label`` rows built from the tiny BERT vocabulary (positive vs negative words):
+    ``per_class`` of each, or ``neg`` negative ones when given (imbalanced data)."""
     rng = np.random.default_rng(seed)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
-        for label, words in (("pos", POSITIVE), ("neg", NEGATIVE)):
-            for _ in range(per_class):
+        for label, words, n in (("pos", POSITIVE, per_class), ("neg", NEGATIVE, per_class if neg is None else neg)):
+            for _ in range(n):
                 writer.writerow([" ".join(rng.choice(words, size=8)), label])
     return path
 

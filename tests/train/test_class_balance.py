@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NEGATIVE, POSITIVE, assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, write_sentiment_csv
 
 import transferkit as tk
 from transferkit.train.class_balance import (
@@ -98,19 +96,8 @@ def test_balanced_weights_raise_the_small_class_recall_of_a_head(solver: str) ->
     assert recalls["balanced"] > recalls["none"] + 0.2, recalls
 
 
-def _skewed_csv(path, common: int, rare: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        for label, words, n in (("pos", POSITIVE, common), ("neg", NEGATIVE, rare)):
-            for _ in range(n):
-                writer.writerow([" ".join(rng.choice(words, size=8)), label])
-    return path
-
-
 def test_a_run_warns_of_imbalance_and_records_its_class_weights(tmp_path, tiny_bert_dir) -> None:
-    data = _skewed_csv(tmp_path / "skewed.csv", 60, 12)
+    data = write_sentiment_csv(tmp_path / "skewed.csv", 60, neg=12)
     result = tk.train(tk.TrainConfig(model=f"hf:{tiny_bert_dir}", data=str(data), strategy="full", epochs=2,
                                      class_weights="balanced", out=str(tmp_path / "run")), progress=False)
     warnings = json.loads((result.run_dir / "test_metrics.json").read_text())["warnings"]
@@ -129,7 +116,7 @@ def test_the_cli_takes_class_weights_and_refuses_an_unknown_one(capsys, tmp_path
 
 
 def test_recommend_carries_class_weights_into_its_command(tmp_path, tiny_bert_dir) -> None:
-    data = _skewed_csv(tmp_path / "skewed.csv", 40, 10)
+    data = write_sentiment_csv(tmp_path / "skewed.csv", 40, neg=10)
     with pytest.raises(tk.ConfigError, match="class_weights"):
         tk.recommend(f"hf:{tiny_bert_dir}", str(data), race=False, class_weights="inverse")
     rec = tk.recommend(f"hf:{tiny_bert_dir}", str(data), race=False, class_weights="balanced")
@@ -140,7 +127,7 @@ def test_recommend_carries_class_weights_into_its_command(tmp_path, tiny_bert_di
 
 
 def test_compare_trains_every_strategy_with_class_weights_and_says_so(tmp_path, tiny_bert_dir) -> None:
-    data = _skewed_csv(tmp_path / "skewed.csv", 40, 10)
+    data = write_sentiment_csv(tmp_path / "skewed.csv", 40, neg=10)
     result = tk.compare(f"hf:{tiny_bert_dir}", str(data), strategies=["feature-extraction", "full"], epochs=1,
                         class_weights="balanced", out=str(tmp_path / "cmp"))
     assert "class weights: balanced" in result.markdown.splitlines()[2]
@@ -156,7 +143,7 @@ def test_balanced_accuracy_is_scikit_learns_and_is_printed(capsys, tmp_path, tin
     truth, predicted = [0, 0, 0, 0, 1, 1, 2], [0, 0, 0, 1, 1, 0, 0]
     metrics = classification_metrics(truth, predicted, ["a", "b", "c", "absent"])
     assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, predicted))
-    data = _skewed_csv(tmp_path / "skewed.csv", 40, 10)
+    data = write_sentiment_csv(tmp_path / "skewed.csv", 40, neg=10)
     code, out, err = run_cli(capsys, "train", "--model", f"hf:{tiny_bert_dir}", "--data", data, "--strategy",
                              "feature-extraction", "--out", tmp_path / "run")
     assert code == 0, err
