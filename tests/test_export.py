@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+import transferkit as tk
 from transferkit.cli import main
+from transferkit.config import DEFAULT_MAX_IMAGE_PIXELS
+from transferkit.data.transforms import set_max_image_pixels
 from transferkit.export import read_sidecar, tensorrt_missing
 
-from conftest import assert_clean_error, run_cli, write_digit_folder, write_sentiment_csv
+from conftest import assert_clean_error, run_cli, write_digit_folder, write_sentiment_csv, write_truncated_jpeg
 
 
 
@@ -130,6 +133,34 @@ def test_predict_a_folder_of_images(capsys, image_run, data_dir, tmp_path) -> No
     for target in (image_run, exported):
         code, _, err = run_cli(capsys, "predict", target, str(tmp_path / "empty"))
         assert_clean_error(code, err, "holds no image files")
+
+
+def test_predict_lists_unreadable_images_after_the_others(capsys, image_run, data_dir, tmp_path) -> None:
+    # One broken file in a folder of thousands must not cost the other predictions: they are
+    # printed, then one paragraph names the broken file, exit status 2 (as `cat a b` does).
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name, src in zip(("a.png", "c.png"), sorted((data_dir / "digits" / "1").glob("*.png"))):
+        (folder / name).write_bytes(src.read_bytes())
+    write_truncated_jpeg(folder / "b.jpg")
+    exported = tmp_path / "model.pt"
+    assert run_cli(capsys, "export", image_run, "--format", "torchscript", "--out", exported)[0] == 0
+    for target in (image_run, exported):
+        code, stdout, err = run_cli(capsys, "predict", target, str(folder), "--json")
+        assert [Path(json.loads(line)["input"]).name for line in stdout.splitlines()] == ["a.png", "c.png"]
+        assert_clean_error(code, err, "1 of 3 image(s) cannot be read", "b.jpg (", "The other 2 were predicted")
+    with pytest.raises(tk.UnreadableImagesError) as info:  # the API: the error carries the others' results
+        tk.predict(image_run, [str(folder)])
+    assert [Path(r["input"]).name for r in info.value.results] == ["a.png", "c.png"]
+    assert list(info.value.unreadable) == [str(folder / "b.jpg")]
+    try:  # a cap under the images' 32 x 32 pixels: nothing is decoded, the reason says so
+        code, stdout, err = run_cli(capsys, "predict", image_run, folder / "a.png", "--max-image-pixels", "1000")
+        assert stdout == ""
+        assert_clean_error(code, err, "1 of 1 image(s)", "too large (32 x 32 = 1,024 pixels, limit 1,000",
+                           "Nothing was predicted")
+    finally:
+        set_max_image_pixels(DEFAULT_MAX_IMAGE_PIXELS)
+    assert run_cli(capsys, "predict", image_run, folder / "a.png")[0] == 0  # back to the run's cap
 
 
 def test_torchscript_loads_without_transferkit(capsys, image_run, text_run, tmp_path) -> None:

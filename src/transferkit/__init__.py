@@ -21,6 +21,7 @@ from .errors import (
     TrainingDivergedError,
     TransferkitError,
     UnknownModelError,
+    UnreadableImagesError,
     UnsupportedModelError,
     WeightsMismatchError,
     WeightsUnavailableError,
@@ -60,5 +61,5 @@ __all__ = [
     "measure_latency", "read_latency", "LatencyReport", "exported_files",
     "TransferkitError", "ConfigError", "DataError", "RunFolderError", "UnknownModelError",
     "UnsupportedModelError", "WeightsMismatchError", "ModelLoadError", "WeightsUnavailableError", "__version__",
-    "FileAccessError", "TrainingDivergedError", "file_access_error",
+    "FileAccessError", "TrainingDivergedError", "file_access_error", "UnreadableImagesError",
 ]

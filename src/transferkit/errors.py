@@ -19,6 +19,7 @@ __all__ = [
     "WeightsMismatchError",
     "ModelLoadError",
     "DataError",
+    "UnreadableImagesError",
     "RunFolderError",
     "ExportError",
     "BackendUnavailableError",
@@ -62,6 +63,26 @@ class ModelLoadError(TransferkitError, OSError):
 
 class DataError(TransferkitError, ValueError):
     """The data cannot be used as given (missing columns, one class, too many bad files, ...)."""
+
+
+class UnreadableImagesError(DataError):
+    """Some images to predict cannot be decoded; the others were predicted.
+
+    Attributes:
+        unreadable: ``{path: reason}`` for each image that has no prediction.
+        results: the predictions of the readable images, in input order (what ``predict``
+            would have returned for them alone), so a batch job keeps its work.
+    """
+
+    def __init__(self, unreadable: dict[str, str], results: list[dict], n_inputs: int) -> None:
+        self.unreadable, self.results = unreadable, results
+        shown = "; ".join(f"{path} ({reason})" for path, reason in list(unreadable.items())[:5])
+        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        done = ("Nothing was predicted." if not results else "The other image was predicted."
+                if len(results) == 1 else f"The other {len(results)} were predicted.")
+        super().__init__(f"{len(unreadable)} of {n_inputs} image(s) cannot be read and have no prediction: "
+                         f"{shown}{more}. {done} Remove or re-export the broken files (or fix the paths); "
+                         "for images over the pixel cap, downscale them or raise --max-image-pixels.")
 
 
 class RunFolderError(TransferkitError, FileNotFoundError):

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import Split, image_inputs, load_eval_split, to_pil_rgb
-from .errors import ConfigError, DataError, RunFolderError
+from .data import Split, image_inputs, load_eval_split, set_max_image_pixels, unreadable_images
+from .errors import ConfigError, RunFolderError, UnreadableImagesError
 from .io import runfolder as rf
 from .io.atomic import load_weights
 from .models import ModelSpec, TransferModel, build_model_from_spec
@@ -101,15 +103,23 @@ def _batch(run: Run) -> int:
     return inference_batch_size(run.config.batch_size, device, run.model.spec.modality)
 
 
-def _read_inputs(run: Run, inputs: Sequence[str]) -> Split:
-    """Image paths stay paths (checked); text inputs are the strings themselves."""
-    if run.model.spec.modality == "image":
-        for path in inputs:
-            try:
-                to_pil_rgb(path)
-            except Exception as exc:  # PIL raises many types for bad files
-                raise DataError(f"Cannot read image {path!r} ({type(exc).__name__}: {exc}); give paths to image files (jpg, png, ...).") from None
-    return Split(list(inputs), [0] * len(inputs))
+def readable_images(inputs: Sequence[Any], max_image_pixels: int | None) -> tuple[list[Any], dict[str, str]]:
+    """Images to predict: folders expanded (every image below them), then split into the
+    readable ones and ``{path: reason}`` for those that do not decode or have more than
+    ``max_image_pixels`` pixels (``None``: the current cap; a cap given holds for their
+    decoding too)."""
+    if max_image_pixels is not None:
+        set_max_image_pixels(max_image_pixels)
+    items = image_inputs(inputs)
+    bad = unreadable_images(items)
+    return [i for i in items if not isinstance(i, (str, os.PathLike)) or os.fspath(i) not in bad], bad
+
+
+def check_all_read(results: list[dict[str, Any]], unreadable: dict[str, str], n_inputs: int) -> list[dict[str, Any]]:
+    """``results``, or ``UnreadableImagesError`` (carrying them) when some images had none."""
+    if unreadable:
+        raise UnreadableImagesError(unreadable, results, n_inputs)
+    return results
 
 
 def check_top_k(top_k: Any) -> int:
@@ -120,8 +130,19 @@ def check_top_k(top_k: Any) -> int:
     return top_k
 
 
+def top_k_rows(inputs: Sequence[Any], logits: np.ndarray, labels: list[str], top_k: int) -> list[dict[str, Any]]:
+    """``predict``'s output rows from logits [N, C]: softmax, then the k best labels per input."""
+    probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), dim=1)  # [N, C]
+    scores, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    rows = []
+    for item, row_scores, row_idx in zip(inputs, scores.tolist(), indices.tolist()):
+        top = [{"label": labels[i], "score": s} for s, i in zip(row_scores, row_idx)]
+        rows.append({"input": item, "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
+    return rows
+
+
 def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5, device: str = "cpu",
-            batch_size: int | None = None) -> list[dict[str, Any]]:
+            batch_size: int | None = None, max_image_pixels: int | None = None) -> list[dict[str, Any]]:
     """Top-k labels with probabilities for image files or texts.
 
     Args:
@@ -129,9 +150,15 @@ def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5,
         inputs: image file paths or folders of them, every image below a folder (image
             models), or texts (text models).
         top_k: how many labels to return per input.
+        max_image_pixels: images with more pixels are not decoded (default: the run's cap,
+            ``DataOptions.max_image_pixels``).
 
     Returns:
         One dict per input: ``{"input", "label", "score", "top_k": [{"label", "score"}, ...]}``.
+
+    Raises:
+        UnreadableImagesError: some images do not decode; the others are predicted all the
+            same, and the error carries their results (``.results``) and the reasons (``.unreadable``).
 
     Example:
         >>> predict("runs/my-run", ["cat.jpg"], top_k=3)[0]["label"]  # doctest: +SKIP
@@ -139,16 +166,14 @@ def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5,
     """
     check_top_k(top_k)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device)
+    unreadable: dict[str, str] = {}
+    n_inputs = len(inputs)
     if run.model.spec.modality == "image":
-        inputs = image_inputs(inputs)
-    split = _read_inputs(run, inputs)
-    loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))
+        inputs, unreadable = readable_images(inputs, max_image_pixels or run.config.data_options.max_image_pixels)
+        n_inputs = len(inputs) + len(unreadable)
+    if not inputs:
+        return check_all_read([], unreadable, n_inputs)
+    loader = make_loader(run.model, Split(list(inputs), [0] * len(inputs)), batch_size=batch_size or _batch(run))
     logits, _ = predict_logits(run.model, loader, next(run.model.parameters()).device)
-    probs = torch.softmax(logits, dim=1)  # [N, C]
-    k = min(top_k, probs.shape[1])
-    scores, indices = probs.topk(k, dim=1)
-    results = []
-    for item, row_scores, row_idx in zip(inputs, scores.tolist(), indices.tolist()):
-        top = [{"label": run.labels[i], "score": s} for s, i in zip(row_scores, row_idx)]
-        results.append({"input": item, "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
-    return results
+    results = top_k_rows(list(inputs), logits.float().numpy(), run.labels, top_k)
+    return check_all_read(results, unreadable, n_inputs)

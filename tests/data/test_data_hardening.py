@@ -15,10 +15,11 @@ from conftest import assert_clean_error, run_cli
 from PIL import Image
 
 from transferkit.config import DEFAULT_MAX_IMAGE_PIXELS, DataOptions
-from transferkit.data import ImageDataset, load_data, to_pil_rgb
+from transferkit.data import ImageDataset, build_image_transform, load_data, to_pil_rgb
 from transferkit.data.splits import duplicate_groups, stratified_split
-from transferkit.data.transforms import ImageTooLargeError, set_max_image_pixels
+from transferkit.data.transforms import ImageTooLargeError, max_image_pixels, set_max_image_pixels
 from transferkit.errors import DataError
+from transferkit.models.spec import ImagePreprocessing
 
 
 @pytest.fixture(autouse=True)
@@ -204,11 +205,12 @@ def test_image_over_the_pixel_cap_is_too_large_not_unreadable(tmp_path: Path, he
     root = helpers.make_image_folder(tmp_path / "imgs", {"a": 25, "b": 25})
     big = helpers.write_png(root / "a" / "big.png", size=80)  # 6,400 pixels
     bundle = load_data(DataOptions(str(root), max_image_pixels=cap))
-    assert Image.MAX_IMAGE_PIXELS == cap  # set explicitly from the option
+    assert max_image_pixels() == cap  # set explicitly from the option
+    assert Image.MAX_IMAGE_PIXELS == DEFAULT_MAX_IMAGE_PIXELS  # PIL's guard never drops below its default
     assert not bundle.report.bad_files and len(bundle.report.too_large) == 1
     entry = bundle.report.too_large[0]
     assert entry.startswith(str(big)) and "too large" in entry and f"limit {cap:,}" in entry
-    assert ("80 x 80 = 6,400 pixels" in entry) == (cap == 5_000) and "6,400 pixels" in entry
+    assert "80 x 80 = 6,400 pixels" in entry  # from the header, before PIL's guard
     assert "raise --max-image-pixels" in entry
     assert bundle.report.skipped_inputs().too_large_images == 1
     assert str(big) not in bundle.train.items + bundle.val.items + bundle.test.items
@@ -220,7 +222,7 @@ def test_too_many_large_images_is_an_error_saying_so(tmp_path: Path, helpers) ->
         helpers.write_png(root / "b" / f"huge{i}.png", size=60)
     with pytest.raises(DataError) as info:
         load_data(DataOptions(str(root), max_image_pixels=1_000))
-    assert "huge0.png (too large (3,600 pixels, limit 1,000; raise --max-image-pixels))" in str(info.value)
+    assert "huge0.png (too large (60 x 60 = 3,600 pixels, limit 1,000; raise --max-image-pixels))" in str(info.value)
 
 
 def test_too_large_even_when_warnings_are_errors(tmp_path: Path, helpers) -> None:
@@ -230,6 +232,16 @@ def test_too_large_even_when_warnings_are_errors(tmp_path: Path, helpers) -> Non
         warnings.simplefilter("error")  # python -W error turns PIL's warning into an exception
         with pytest.raises(ImageTooLargeError, match="too large .*limit 5,000"):
             to_pil_rgb(str(big))
+
+
+def test_a_cap_under_the_models_crop_still_crops(tmp_path: Path, helpers) -> None:
+    # PIL checks its guard on every crop too: with the cap as PIL's guard, 1,000 pixels failed
+    # on the 224 x 224 centre crop of an 8 x 8 image the cap had let through (a traceback).
+    small = helpers.write_png(tmp_path / "small.png")  # 8 x 8 = 64 pixels
+    set_max_image_pixels(1_000)
+    pre = ImagePreprocessing(resize_size=256, crop_size=224, mean=(0.5,) * 3, std=(0.5,) * 3,
+                             interpolation="bilinear")
+    assert build_image_transform(pre)(to_pil_rgb(str(small))).shape == (3, 224, 224)
 
 
 def test_max_image_pixels_is_checked() -> None:

@@ -229,12 +229,17 @@ def _text_files(folder: Path) -> list[Path]:
               help="How many labels to show per input (at least 1).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input (input, label, score, top_k).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str) -> None:
+@click.option("--max-image-pixels", type=click.IntRange(min=1), default=None,
+              help="Images with more pixels (width x height) are not decoded; default the run's cap "
+                   "(89,478,485, PIL's, unless it was trained with another).")
+def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str,
+                max_image_pixels: int | None) -> None:
     """Top-k labels for image files (or every image in a folder), or for texts (arguments, lines
     of a .txt file, - for stdin, or a folder of .txt files, one text each).
 
     RUN_DIR is a run folder or a file written by `transferkit export` (.onnx, .pt, .ts; its
-    sidecar gives the preprocessing and labels).
+    sidecar gives the preprocessing and labels). Images that cannot be read are listed after
+    the others' predictions, with exit status 2.
 
     \b
     Example:
@@ -243,16 +248,11 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
       transferkit predict runs/<text-run> "Shares fell sharply today" --json
       transferkit predict runs/<run>/export/model.onnx cat.jpg
     """
-    if Path(run_dir).is_file() or Path(run_dir).suffix in (".onnx", ".pt", ".ts"):  # an exported model
-        exported = tk.load_exported(run_dir, "cuda" if device.startswith("cuda") else "cpu")
-        modality = exported.modality
-        texts, names = _expand_inputs(inputs, modality)
-        results = exported.predict(texts, top_k=top_k)
-    else:
-        run = tk.load_run(run_dir, device)
-        modality = run.model.spec.modality
-        texts, names = _expand_inputs(inputs, modality)
-        results = tk.predict(run, texts, top_k=top_k)
+    unreadable = None
+    try:
+        modality, results, names = _predictions(run_dir, inputs, top_k, device, max_image_pixels)
+    except tk.UnreadableImagesError as exc:  # print the others' predictions, then the error
+        modality, results, names, unreadable = "image", exc.results, [], exc
     for result, name in itertools.zip_longest(results, names):  # images: no names
         if name is not None:  # a text read from a file of a folder: the file names it
             result["input"] = name
@@ -261,6 +261,21 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
             continue
         shown = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top_k"])
         click.echo(f"{_shortened(result['input'], is_path=modality == 'image' or name is not None)}\t{shown}")
+    if unreadable is not None:
+        raise unreadable  # one paragraph on stderr, exit status 2, after the rest was printed
+
+
+def _predictions(run_dir: str, inputs: tuple[str, ...], top_k: int, device: str,
+                 max_image_pixels: int | None) -> tuple[str, list[dict], list[str | None]]:
+    """(modality, predictions, file names of texts read from files) from a run folder or an
+    exported file."""
+    if Path(run_dir).is_file() or Path(run_dir).suffix in (".onnx", ".pt", ".ts"):  # an exported model
+        exported = tk.load_exported(run_dir, "cuda" if device.startswith("cuda") else "cpu")
+        texts, names = _expand_inputs(inputs, exported.modality)
+        return exported.modality, exported.predict(texts, top_k=top_k, max_image_pixels=max_image_pixels), names
+    run = tk.load_run(run_dir, device)
+    texts, names = _expand_inputs(inputs, run.model.spec.modality)
+    return run.model.spec.modality, tk.predict(run, texts, top_k=top_k, max_image_pixels=max_image_pixels), names
 
 
 def _shortened(item: str, is_path: bool, width: int = 60) -> str:

@@ -17,13 +17,14 @@ from transferkit.data.datasets import (
     load_eval_split,
 )
 from transferkit.data.decoded import DecodedCache, DecodedImages
-from transferkit.data.readers import image_inputs
+from transferkit.data.readers import image_inputs, unreadable_images
 from transferkit.data.transforms import (
     ImageTransform,
     TextCollator,
     auto_image_size,
     build_image_transform,
     resolve_image_size,
+    set_max_image_pixels,
     to_pil_rgb,
 )
 
@@ -39,6 +40,8 @@ __all__ = [
     "build_image_transform",
     "to_pil_rgb",
     "image_inputs",
+    "unreadable_images",
+    "set_max_image_pixels",
     "ImageDataset",
     "ImageTransform",
     "DecodedCache",

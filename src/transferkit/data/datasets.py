@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from transferkit.config import DEFAULT_MAX_IMAGE_PIXELS, DataOptions
+from transferkit.config import DataOptions
 from transferkit.data.builtin import BUILTIN_DATASETS, builtin_key, load_builtin
 from transferkit.data.bundle import DataBundle, DataReport, Split, format_list
 from transferkit.data.decoded import DecodedImages, load_item
@@ -40,7 +40,7 @@ from transferkit.data.splits import (
     split_assignment,
 )
 from transferkit.data.tables import find_split_files, read_split_files, read_table
-from transferkit.data.transforms import ImageTransform, set_max_image_pixels
+from transferkit.data.transforms import ImageTransform, max_image_pixels, set_max_image_pixels
 from transferkit.errors import ConfigError, DataError
 
 __all__ = ["load_data", "load_eval_split", "as_data_options", "check_data_source", "ImageDataset", "TextDataset"]
@@ -449,7 +449,7 @@ class ImageDataset(Dataset):
         self.cache = cache
         # The cap the data was scanned with, carried into DataLoader workers (a spawned worker
         # would otherwise start from the default).
-        self.max_pixels = int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
+        self.max_pixels = max_image_pixels()
 
     def __len__(self) -> int:
         return len(self.split)

@@ -36,8 +36,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from transferkit.config import DEFAULT_MAX_IMAGE_PIXELS
-from transferkit.data.transforms import image_resize, to_pil_rgb
+from transferkit.data.transforms import image_resize, max_image_pixels, to_pil_rgb
 from transferkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -237,7 +236,7 @@ class DecodedImages:
         self.items = items
         self.resize = resize
         self.budget = budget if budget is not None else DecodedCache()
-        self.max_pixels = int(max_pixels or Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
+        self.max_pixels = int(max_pixels or max_image_pixels())
         # [H, W, 3] uint8 per item: a RAM copy or a view of the spill file; None until decoded
         self.images: list[np.ndarray | None] = [None] * len(items)
         self.decodes = 0  # images decoded by this process (a test counts them)

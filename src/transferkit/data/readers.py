@@ -27,6 +27,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "Columns",
     "image_inputs",
+    "unreadable_images",
     "Part",
     "RawData",
     "decode_text",
@@ -287,6 +288,20 @@ def image_inputs(inputs: Sequence[Any]) -> list[Any]:
             )
         paths += found
     return paths
+
+
+def unreadable_images(items: Sequence[Any]) -> dict[str, str]:
+    """``{path: reason}`` for the image files among ``items`` that do not decode as the datasets
+    decode them (broken, missing, over the pixel cap), in input order; in-memory images are not
+    checked. Decodes on the pre-scan's threads.
+
+    Example:
+        >>> unreadable_images(["missing.png"])["missing.png"][:17]
+        'FileNotFoundError'
+    """
+    paths = [os.fspath(item) for item in items if isinstance(item, (str, os.PathLike))]
+    bad, _ = _scan(paths, find_copies(paths))
+    return {path: reason for path, (_, reason) in bad.items()}
 
 
 def _ext(path: str) -> str:

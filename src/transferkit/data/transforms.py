@@ -25,7 +25,8 @@ from transferkit.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from transferkit.models.spec import ImagePreprocessing
 
-__all__ = ["build_image_transform", "ImageTransform", "image_resize", "to_pil_rgb", "load_image_file", "set_max_image_pixels", "ImageTooLargeError",
+__all__ = ["build_image_transform", "ImageTransform", "image_resize", "to_pil_rgb", "load_image_file", "set_max_image_pixels", "max_image_pixels",
+           "ImageTooLargeError",
            "TextCollator", "auto_image_size", "resolve_image_size"]
 
 # Set explicitly, so the cap is transferkit's decision (the --max-image-pixels option), not a
@@ -157,15 +158,28 @@ class ImageTooLargeError(DataError):
         super().__init__(f"The image {path} is {self.reason}.")
 
 
-def set_max_image_pixels(limit: int) -> None:
-    """Set the pixel cap on every image transferkit decodes (``PIL.Image.MAX_IMAGE_PIXELS``).
+_cap = DEFAULT_MAX_IMAGE_PIXELS  # transferkit's pixel cap; set_max_image_pixels changes it
 
-    PIL itself only warns between the cap and twice the cap; :func:`load_image_file` refuses
-    anything above it, so the warning says nothing more and is silenced.
+
+def set_max_image_pixels(limit: int) -> None:
+    """Set the pixel cap on every image transferkit decodes.
+
+    :func:`load_image_file` refuses any file over the cap, from its header, before decoding.
+    PIL's own guard (``PIL.Image.MAX_IMAGE_PIXELS``) follows a raised cap but never drops below
+    PIL's default: PIL checks it on every crop as well, so a cap under the model's crop
+    (224 x 224 = 50,176 pixels) would fail on images the cap let through. PIL only warns
+    between its guard and twice it; that warning is silenced, as the cap says more.
     """
+    global _cap
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ConfigError(f"max_image_pixels must be a whole number >= 1, got {limit!r}.")
-    Image.MAX_IMAGE_PIXELS = limit
+    _cap = limit
+    Image.MAX_IMAGE_PIXELS = max(limit, DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def max_image_pixels() -> int:
+    """The current pixel cap (:func:`set_max_image_pixels`)."""
+    return _cap
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -186,7 +200,7 @@ def load_image_file(path: str | os.PathLike[str], max_pixels: int | None = None)
 
     Args:
         path: the image file.
-        max_pixels: the pixel cap (default: the current ``PIL.Image.MAX_IMAGE_PIXELS``).
+        max_pixels: the pixel cap (default: the current one, :func:`max_image_pixels`).
 
     Returns:
         A PIL image in mode ``RGB``.
@@ -199,9 +213,9 @@ def load_image_file(path: str | os.PathLike[str], max_pixels: int | None = None)
         >>> load_image_file("photo.jpg").mode  # doctest: +SKIP
         'RGB'
     """
-    if max_pixels is not None and Image.MAX_IMAGE_PIXELS != max_pixels:
+    if max_pixels is not None and _cap != max_pixels:
         set_max_image_pixels(max_pixels)  # a DataLoader worker started with another cap
-    limit = int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
+    limit = _cap
     try:
         with Image.open(path) as img:  # reads the header only
             width, height = img.size
@@ -229,7 +243,7 @@ def to_pil_rgb(item: Any, max_pixels: int | None = None) -> Image.Image:
 
     Args:
         item: ``str``/``os.PathLike`` path, ``numpy`` array, or ``PIL.Image.Image``.
-        max_pixels: files only: the pixel cap (default: ``PIL.Image.MAX_IMAGE_PIXELS``).
+        max_pixels: files only: the pixel cap (default: the current one, :func:`max_image_pixels`).
 
     Returns:
         A PIL image in mode ``RGB``.

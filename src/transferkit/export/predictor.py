@@ -8,26 +8,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..data import image_inputs
 from ..errors import ExportError
-from ..inference import check_top_k
+from ..inference import check_all_read, check_top_k, readable_images, top_k_rows
 from .formats import EXPORT_FORMATS, check_pair
 from .graph import GraphInputs
 from .preprocess import load_tokenizer, preprocess_images, tokenize
 from .sidecar import read_sidecar, tokenizer_dir
 
-__all__ = ["ExportedModel", "load_exported", "top_k_rows"]
-
-
-def top_k_rows(inputs: Sequence[str], logits: np.ndarray, labels: list[str], top_k: int) -> list[dict[str, Any]]:
-    """``predict``'s output rows from logits [N, C]: softmax, then the k best labels per input."""
-    probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), dim=1)  # [N, C]
-    scores, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-    rows = []
-    for item, row_scores, row_idx in zip(inputs, scores.tolist(), indices.tolist()):
-        top = [{"label": labels[i], "score": s} for s, i in zip(row_scores, row_idx)]
-        rows.append({"input": item, "label": top[0]["label"], "score": top[0]["score"], "top_k": top})
-    return rows
+__all__ = ["ExportedModel", "load_exported"]
 
 
 class ExportedModel:
@@ -82,17 +70,26 @@ class ExportedModel:
         out = [self._run(self._feeds(inputs[i : i + size])) for i in range(0, len(inputs), size)]
         return np.concatenate(out) if out else np.empty((0, len(self.labels)), np.float32)
 
-    def predict(self, inputs: Sequence[Any], top_k: int = 5, batch_size: int | None = None) -> list[dict[str, Any]]:
-        """Top-k labels with probabilities, in the format of :func:`transferkit.predict`.
+    def predict(self, inputs: Sequence[Any], top_k: int = 5, batch_size: int | None = None,
+                max_image_pixels: int | None = None) -> list[dict[str, Any]]:
+        """Top-k labels with probabilities, in the format of :func:`transferkit.predict`
+        (``max_image_pixels``: the pixel cap; default the current one, ``DataOptions``' default
+        unless this process set another: the sidecar does not keep the run's).
 
         Returns:
             One dict per input: ``{"input", "label", "score", "top_k": [{"label", "score"}, ...]}``.
+
+        Raises:
+            UnreadableImagesError: some images do not decode (see :func:`transferkit.predict`).
         """
         check_top_k(top_k)
+        unreadable: dict[str, str] = {}
+        n_inputs = len(inputs)
         if self.modality == "image":  # a folder: every image file below it
-            inputs = image_inputs(inputs)
+            inputs, unreadable = readable_images(inputs, max_image_pixels)
+            n_inputs = len(inputs) + len(unreadable)
         rows = top_k_rows([str(i) for i in inputs], self.logits(list(inputs), batch_size), self.labels, top_k)
-        return rows
+        return check_all_read(rows, unreadable, n_inputs)
 
 
 def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:
