@@ -160,7 +160,9 @@ class DataReport:
         if self.replaced_text:
             out.append(
                 f"data: {len(self.replaced_text)} text(s) were not valid UTF-8 and were decoded "
-                "with replacement characters:"
+                "with replacement characters (a file saved in another encoding? Excel on Windows "
+                "writes Windows-1252: save as 'CSV UTF-8', or convert it with "
+                "iconv -f cp1252 -t utf-8 FILE > FILE-utf8.csv):"
             )
             out.extend(_indented(self.replaced_text))
         if self.too_large:
