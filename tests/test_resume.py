@@ -19,6 +19,7 @@ from transferkit.io import runfolder as rf
 from transferkit.io.records import Phase
 from transferkit.train import checkpoint, runner
 from transferkit.train.loop import Checkpoint, LoopState
+from transferkit.train.run_log import run_log
 
 
 def _records(run) -> list[dict]:
@@ -52,6 +53,10 @@ def test_gradual_killed_and_resumed_matches_uninterrupted(tmp_path, monkeypatch,
     monkeypatch.setattr(runner, "save_checkpoint", real_save)
     assert not (killed / "test_metrics.json").exists()
     assert [list(r["lrs"]) for r in _records(killed)][-1] == ["head", "blocks.1", "blocks.0"]
+    # the log's last line says how to go on
+    assert (killed / "train.log").read_text().splitlines()[-1].endswith(
+        f"was interrupted; continue it from its last finished epoch with `transferkit train --resume {killed}` "
+        "(tk.resume).")
 
     assert main(["-q", "train", "--resume", str(killed)]) == 0
     assert _records(killed) == _records(whole.run_dir)
@@ -66,6 +71,15 @@ def test_resume_without_checkpoint(capsys, tmp_path) -> None:
     code = main(["train", "--resume", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "no checkpoint" in err and "Traceback" not in err
+
+
+def test_interrupted_before_a_checkpoint_says_start_again(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(KeyboardInterrupt), run_log(run_dir):
+        raise KeyboardInterrupt
+    assert "start it again with `transferkit train --config" in (run_dir / "train.log").read_text()
+    assert not (run_dir / rf.FAILURE).exists()  # interrupted is not failed (the dashboard tells them apart)
 
 
 @pytest.mark.parametrize("strategy, extra", [

@@ -44,6 +44,7 @@ from ..io.records import EpochRecord, EventKind, Phase
 from .loop import Checkpoint, LoopState
 
 __all__ = [
+    "resume_hint",
     "AUTO_INTERVAL_FACTOR",
     "FOLDER",
     "CheckpointWriter",
@@ -367,6 +368,17 @@ def restore_cuda_rng(ck: Resumable) -> None:
     """Put the CUDA generators back (each device's), when the run had and still has CUDA."""
     if ck.cuda_rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ck.cuda_rng)
+
+
+def resume_hint(run_dir: Path) -> str:
+    """What to do about a run stopped before it finished (Ctrl-C, a kill): resume it from its
+    checkpoint, or, with none yet, start it again."""
+    if (Path(run_dir) / FOLDER / _STATE).is_file():
+        return (f"{run_dir} was interrupted; continue it from its last finished epoch with "
+                f"`transferkit train --resume {run_dir}` (tk.resume).")
+    return (f"{run_dir} was interrupted before a checkpoint was written (none is written before the "
+            f"first end-to-end epoch ends); start it again with `transferkit train --config "
+            f"{Path(run_dir) / rf.CONFIG} --out NEW_FOLDER`.")
 
 
 def remove_checkpoint(run_dir: Path) -> None:

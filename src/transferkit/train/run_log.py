@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..io import runfolder as rf
 from ..io.atomic import atomic_write_json
+from .checkpoint import resume_hint
 from .distributed import SINGLE, Distributed
 
 log = logging.getLogger("transferkit")
@@ -18,7 +19,8 @@ log = logging.getLogger("transferkit")
 def run_log(run_dir: Path, ctx: Distributed = SINGLE) -> Iterator[None]:
     """Send the transferkit log (INFO and up) to RUN_DIR/train.log while the block runs, hold the
     folder's running lock, and record an error that ends the run in RUN_DIR/failure.json (what
-    the dashboard shows as failed; an interrupted run has neither the lock nor that file).
+    the dashboard shows as failed; an interrupted run has neither the lock nor that file, and
+    its log ends with how to resume it).
     Rank 0 alone does this in a distributed run."""
     if not ctx.main:
         yield
@@ -30,6 +32,9 @@ def run_log(run_dir: Path, ctx: Distributed = SINGLE) -> Iterator[None]:
         except Exception as exc:
             atomic_write_json(run_dir / rf.FAILURE, {"error": " ".join(str(exc).split()),
                                                      "type": type(exc).__name__})
+            raise
+        except KeyboardInterrupt:  # Ctrl-C, or a signal a distributed rank turned into one
+            log.warning(resume_hint(run_dir))
             raise
 
 
