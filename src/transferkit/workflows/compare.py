@@ -171,8 +171,12 @@ def markdown_table(rows: Sequence[dict[str, Any]], header: str, best: dict[str, 
                      f"{_fmt(best['macro_f1'])}, {_fmt(best['trainable_params'])} trainable params): "
                      f"`{BEST_LINK}` -> `runs/{best['strategy']}`.")
     lines += ["", "Best = highest test accuracy, ties broken by macro-F1, then by fewer trainable "
-              "parameters. Seconds are each run's total wall-clock time (loading, encoding, training, "
-              "testing).", "", f"[1] {PEAK_MEMORY_NOTE}", ""]
+              "parameters. Chosen on the test split, the best row's test accuracy is an optimistic "
+              "estimate of that strategy on new data (the more strategies and the smaller the test "
+              "split, the more so): to report a figure, score the chosen run on data no run has seen "
+              "(`transferkit evaluate best --data NEW`), or let `transferkit recommend` choose, which "
+              "picks on validation and never reads the test split. Seconds are each run's total "
+              "wall-clock time (loading, encoding, training, testing).", "", f"[1] {PEAK_MEMORY_NOTE}", ""]
     return "\n".join(lines)
 
 
