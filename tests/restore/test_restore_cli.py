@@ -98,6 +98,21 @@ def test_restoring_a_real_measurement_keeps_size_and_mode(capsys, tmp_path, pict
         assert written.size == (64, 64) and written.mode == "RGB"
 
 
+def test_a_phone_photo_is_restored_upright(capsys, tmp_path):
+    # Stored 96 x 48 with EXIF orientation 6 (turn 90 degrees): viewers show it 48 wide, 96 high,
+    # and so must the restored image, which carries no EXIF of its own.
+    photo = tmp_path / "phone.jpg"
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 96, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(photo, exif=exif)
+    out = tmp_path / "out.png"
+    code, _, err = run_cli(capsys, "restore", "--task", "denoise", "--prior", "tv", "--input", photo, "--out", out)
+    assert code == 0, err
+    with Image.open(out) as written:
+        assert written.size == (48, 96)
+
+
 def test_inpaint_with_a_mask_file(capsys, tmp_path, pictures):
     mask = np.full((64, 64), 255, dtype=np.uint8)
     mask[20:40, 10:50] = 0

@@ -25,7 +25,7 @@ from transferkit.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from transferkit.models.spec import ImagePreprocessing
 
-__all__ = ["build_image_transform", "ImageTransform", "image_resize", "to_pil_rgb", "load_image_file", "set_max_image_pixels", "max_image_pixels",
+__all__ = ["build_image_transform", "ImageTransform", "image_resize", "to_pil_rgb", "load_image_file", "upright", "set_max_image_pixels", "max_image_pixels",
            "ImageTooLargeError",
            "TextCollator", "auto_image_size", "resolve_image_size"]
 
@@ -182,10 +182,12 @@ def max_image_pixels() -> int:
     return _cap
 
 
-def _upright(img: Image.Image) -> Image.Image:
-    # The pixels turned by the EXIF orientation (phone photos lie sideways). Not
-    # ImageOps.exif_transpose: it also rewrites the EXIF block, which fails on broken tags
-    # that have nothing to do with the pixels.
+def upright(img: Image.Image) -> Image.Image:
+    """The pixels turned as the file's EXIF orientation says (phone photos are stored sideways).
+
+    Not ``ImageOps.exif_transpose``: it also rewrites the EXIF block, which fails on broken
+    tags that have nothing to do with the pixels.
+    """
     method = _ORIENTATIONS.get(img.getexif().get(_EXIF_ORIENTATION, 1))
     return img if method is None else img.transpose(method)
 
@@ -222,7 +224,7 @@ def load_image_file(path: str | os.PathLike[str], max_pixels: int | None = None)
             if width * height > limit:  # PIL only warns up to twice its cap
                 raise ImageTooLargeError(os.fspath(path), width * height, limit, (width, height))
             img.load()  # decodes everything, so a truncated file fails here
-            img = _upright(img)
+            img = upright(img)
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 return _sixteen_bit_to_rgb(img)
             return img.convert("RGB")

@@ -1,7 +1,8 @@
 """Reading, writing and scoring images for restoration.
 
 Images are float32 tensors [1, C, H, W] in [0, 1] with C = 1 (grey) or 3 (colour): a grey file
-stays grey, an image with an alpha channel loses it, 16-bit files keep their precision.
+stays grey, an image with an alpha channel loses it, 16-bit files keep their precision, and a
+file with an EXIF orientation is turned upright, as the datasets decode it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from transferkit.data.transforms import upright
 from transferkit.errors import ConfigError, DataError
 from transferkit.io.atomic import atomic_write
 
@@ -31,7 +33,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as opened:
             opened.load()
-            array = _as_array(opened)
+            array = _as_array(upright(opened))  # as viewers show it: a phone photo is stored sideways
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(
             f"The image {path} cannot be read: {' '.join(str(exc).split()) or type(exc).__name__}. Pass a PNG, "
