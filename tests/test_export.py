@@ -135,6 +135,34 @@ def test_predict_a_folder_of_images(capsys, image_run, data_dir, tmp_path) -> No
         assert_clean_error(code, err, "holds no image files")
 
 
+def test_predict_a_table_of_texts_or_image_paths(capsys, image_run, text_run, data_dir, tmp_path) -> None:
+    # A table of new examples needs no label column: one column is read (texts, named by row,
+    # or image paths relative to the table), rows with an empty cell left out.
+    table = tmp_path / "new.csv"
+    table.write_text('id,review\n1,good great film\n2,\n3,"bad, terrible movie"\n')
+    code, stdout, err = run_cli(capsys, "predict", text_run, table, "--column", "review", "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["input"] for r in rows] == [f"{table} (row 2)", f"{table} (row 4)"]
+    direct = _predict_rows(capsys, text_run, ["good great film", "bad, terrible movie"])
+    assert [r["top_k"] for r in rows] == [r["top_k"] for r in direct]
+    code, _, err = run_cli(capsys, "predict", text_run, table)  # the run's text column is 'text'
+    assert_clean_error(code, err, "has no column 'text'", "id, review", "--column NAME")
+    code, _, err = run_cli(capsys, "predict", text_run, tmp_path / "missing.txt")  # not the string 'missing.txt'
+    assert_clean_error(code, err, "no such file", "standard input")
+
+    (tmp_path / "imgs").mkdir()
+    sources = sorted((data_dir / "digits" / "2").glob("*.png"))[:2]
+    for i, src in enumerate(sources):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(src.read_bytes())
+    listing = tmp_path / "images.jsonl"
+    listing.write_text("".join(json.dumps({"path": f"imgs/{i}.png"}) + "\n" for i in range(2)))
+    expected = [str(tmp_path / "imgs" / f"{i}.png") for i in range(2)]
+    rows = _predict_rows(capsys, image_run, [str(listing)])
+    assert [r["input"] for r in rows] == expected
+    assert_same_predictions(rows, _predict_rows(capsys, image_run, expected))
+
+
 def test_predict_lists_unreadable_images_after_the_others(capsys, image_run, data_dir, tmp_path) -> None:
     # One broken file in a folder of thousands must not cost the other predictions: they are
     # printed, then one paragraph names the broken file, exit status 2 (as `cat a b` does).

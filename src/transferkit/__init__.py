@@ -30,7 +30,7 @@ from .errors import (
 from .export import DEFAULT_FORMAT as DEFAULT_EXPORT_FORMAT
 from .export import EXPORT_FORMATS, ExportedModel, ExportResult, export_run, load_exported
 from .export import LatencyReport, exported_files, measure_latency, read_latency
-from .inference import Run, evaluate, load_run, predict
+from .inference import TABLE_SUFFIXES, Run, evaluate, load_run, predict, table_inputs
 from .io.records import EpochRecord, Phase, TestMetrics
 from .lora import (
     LoraSettings,
@@ -50,7 +50,7 @@ from .train import RunResult, check_config, resume, train
 from .workflows import CompareResult, Recommendation, compare, recommend
 
 __all__ = [
-    "TrainConfig", "DataOptions", "train", "check_config", "resume", "RunResult", "evaluate", "predict", "load_run", "Run",
+    "TrainConfig", "DataOptions", "train", "check_config", "resume", "RunResult", "evaluate", "predict", "table_inputs", "TABLE_SUFFIXES", "load_run", "Run",
     "Strategy", "register_strategy", "strategy_names", "strategy_class", "get_strategy", "EpochRecord", "TestMetrics", "Phase",
     "workflows", "EXPORT_FORMATS", "DEFAULT_EXPORT_FORMAT",
     "load_model", "list_models", "ModelSpec", "TransferModel",

@@ -18,6 +18,8 @@ import torch
 
 from .config import TrainConfig
 from .data import Split, image_inputs, load_eval_split, set_max_image_pixels, unreadable_images
+from .data.table_cells import resolve_path, table_folder
+from .data.tables import TABLE_EXTENSIONS, read_column
 from .errors import ConfigError, RunFolderError, UnreadableImagesError
 from .io import runfolder as rf
 from .io.atomic import load_weights
@@ -120,6 +122,33 @@ def check_all_read(results: list[dict[str, Any]], unreadable: dict[str, str], n_
     if unreadable:
         raise UnreadableImagesError(unreadable, results, n_inputs)
     return results
+
+
+#: What ``predict`` reads as a table of inputs (one column: texts, or image paths).
+TABLE_SUFFIXES = tuple(TABLE_EXTENSIONS)
+
+
+def table_inputs(path: str | Path, modality: str, column: str | None = None) -> tuple[list[str], list[str | None]]:
+    """The inputs a table holds for :func:`predict`, and their names: ``(texts, "FILE (row N)")``
+    for a text model, ``(image paths, None)`` for an image model (relative paths from the table's
+    folder, as training reads them). No label column is needed; rows with an empty cell are left out.
+
+    Args:
+        path: a .csv, .tsv, .jsonl or .json table.
+        modality: the model's, ``text`` or ``image``.
+        column: the column to read (default ``text`` or ``path``, as training's default).
+
+    Example:
+        >>> texts, names = table_inputs("new_reviews.csv", "text")  # doctest: +SKIP
+        >>> names[0]  # doctest: +SKIP
+        'new_reviews.csv (row 2)'
+    """
+    path = Path(path)
+    cells = read_column(path, column or ("text" if modality == "text" else "path"))
+    if modality == "image":
+        folder = table_folder(path)
+        return [resolve_path(value, folder) for _, value in cells], [None] * len(cells)
+    return [value.strip() for _, value in cells], [f"{path} (row {number})" for number, _ in cells]
 
 
 def check_top_k(top_k: Any) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from transferkit.data import load_data
+from transferkit.data.tables import read_column
 from transferkit.errors import DataError
 
 
@@ -197,3 +198,30 @@ def test_split_files_without_train_is_an_error(tmp_path: Path) -> None:
     _write_table(tmp_path / "test.csv", _texts({"a": 2, "b": 2}), "csv")
     with pytest.raises(DataError, match="no train table"):
         load_data(str(tmp_path))
+
+
+# -- one column, no labels: what predict reads from a table ------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_read_column_reads_one_column_without_labels(tmp_path: Path, fmt: str) -> None:
+    rows = [{"id": "1", "Review": "good, very good"}, {"id": "2", "Review": " "}, {"id": "3", "Review": "bad"}]
+    path = _write_table(tmp_path / f"new.{fmt}", rows, fmt)
+    first = 1 if fmt == "jsonl" else 2  # a CSV's first data row is line 2, after the header
+    assert read_column(path, "review") == [(first, "good, very good"), (first + 2, "bad")]  # case-insensitive
+
+
+def test_read_column_bad_tables(tmp_path: Path) -> None:
+    semicolons = tmp_path / "excel.csv"  # a spreadsheet's "CSV" in a comma-decimal locale, with a BOM
+    semicolons.write_bytes("\ufefftext;score\ngreat;0,9\n".encode())
+    assert read_column(semicolons, "text") == [(2, "great")]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("text,id\nok,1\nbad, unquoted,2\n")
+    with pytest.raises(DataError, match="Line 3 of .* has 3 fields but the header has 2"):
+        read_column(wide, "text")
+    with pytest.raises(DataError, match=r"no column 'body'; its columns are: text, id\. .* --column NAME"):
+        read_column(wide, "body")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text\n\n  \n")
+    with pytest.raises(DataError, match="no row with a 'text' value"):
+        read_column(empty, "text")
+    with pytest.raises(DataError, match="not a table"):
+        read_column(tmp_path / "notes.txt", "text")

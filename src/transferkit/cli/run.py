@@ -185,31 +185,40 @@ def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str) -> 
         click.echo(name[:width].rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
 
 
-def _expand_inputs(inputs: Sequence[str], modality: str) -> tuple[list[str], list[str | None]]:
-    """``(inputs, file names)``. Text models: ``-`` reads lines from standard input, a .txt file
-    gives one text per line, and a folder one text per .txt file below it (as training reads a
-    class folder), named by its path. Image inputs pass as given (predict expands their folders),
-    with no names."""
-    if modality != "text":
-        return list(inputs), []
-    texts: list[str] = []
+def _expand_inputs(inputs: Sequence[str], modality: str, column: str | None) -> tuple[list[str], list[str | None]]:
+    """``(inputs, names)``. A table (.csv, .tsv, .jsonl) gives the cells of one column (texts,
+    named by file and row, or image paths). Text models: ``-`` reads lines from standard input,
+    a .txt file gives one text per line, and a folder one text per .txt file below it (as
+    training reads a class folder), named by its path. Image inputs pass as given (predict
+    expands their folders), with no names."""
+    items: list[str] = []
     names: list[str | None] = []
     for item in inputs:
-        if item == "-":
-            lines = [line.strip() for line in sys.stdin if line.strip()]
-        elif item.endswith(".txt") and Path(item).is_file():
-            lines = Path(item).read_text(encoding="utf-8", errors="replace").splitlines()
-            lines = [line.strip() for line in lines if line.strip()]
-        elif Path(item).is_dir():
-            files = _text_files(Path(item))
-            texts += [f.read_text(encoding="utf-8", errors="replace").strip() for f in files]
-            names += [str(f) for f in files]
-            continue
+        path = Path(item)
+        if path.suffix.lower() in tk.TABLE_SUFFIXES and path.is_file():
+            found, found_names = tk.table_inputs(path, modality, column)
+        elif modality != "text":
+            found, found_names = [item], [None]
+        elif item == "-":
+            found = [line.strip() for line in sys.stdin if line.strip()]
+            found_names = [None] * len(found)
+        elif path.is_dir():
+            files = _text_files(path)
+            found = [f.read_text(encoding="utf-8", errors="replace").strip() for f in files]
+            found_names = [str(f) for f in files]
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            found = [line.strip() for line in lines if line.strip()]
+            found_names = [None] * len(found)
+        elif path.suffix.lower() in (".txt", *tk.TABLE_SUFFIXES) and not any(c.isspace() for c in item):
+            raise tk.DataError(f"{item} looks like a file name, but there is no such file. Fix the path; to "
+                               f"predict that very string as a text, pass it on standard input: echo '{item}' | "
+                               "transferkit predict RUN -")
         else:
-            lines = [item]
-        texts += lines
-        names += [None] * len(lines)
-    return texts, names
+            found, found_names = [item], [None]
+        items += found
+        names += found_names
+    return items, (names if modality == "text" else [])
 
 
 def _text_files(folder: Path) -> list[Path]:
@@ -232,10 +241,14 @@ def _text_files(folder: Path) -> list[Path]:
 @click.option("--max-image-pixels", type=click.IntRange(min=1), default=None,
               help="Images with more pixels (width x height) are not decoded; default the run's cap "
                    "(89,478,485, PIL's, unless it was trained with another).")
+@click.option("--column", default=None, metavar="NAME",
+              help="The column a table input (.csv, .tsv, .jsonl) is read from; default the run's "
+                   "--text-column or --path-column (text or path for an exported file).")
 def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool, device: str,
-                max_image_pixels: int | None) -> None:
+                max_image_pixels: int | None, column: str | None) -> None:
     """Top-k labels for image files (or every image in a folder), or for texts (arguments, lines
-    of a .txt file, - for stdin, or a folder of .txt files, one text each).
+    of a .txt file, - for stdin, or a folder of .txt files, one text each); a table (.csv, .tsv,
+    .jsonl) gives the texts or image paths of one column, no label needed.
 
     RUN_DIR is a run folder or a file written by `transferkit export` (.onnx, .pt, .ts; its
     sidecar gives the preprocessing and labels). Images that cannot be read are listed after
@@ -246,11 +259,12 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
       transferkit predict runs/<run> cat.jpg dog.png --top-k 3
       transferkit predict runs/<run> photos/ --json > predictions.jsonl
       transferkit predict runs/<text-run> "Shares fell sharply today" --json
+      transferkit predict runs/<text-run> new_reviews.csv --column review --json > predictions.jsonl
       transferkit predict runs/<run>/export/model.onnx cat.jpg
     """
     unreadable = None
     try:
-        modality, results, names = _predictions(run_dir, inputs, top_k, device, max_image_pixels)
+        modality, results, names = _predictions(run_dir, inputs, top_k, device, max_image_pixels, column)
     except tk.UnreadableImagesError as exc:  # print the others' predictions, then the error
         modality, results, names, unreadable = "image", exc.results, [], exc
     for result, name in itertools.zip_longest(results, names):  # images: no names
@@ -265,17 +279,19 @@ def predict_cmd(run_dir: str, inputs: tuple[str, ...], top_k: int, as_json: bool
         raise unreadable  # one paragraph on stderr, exit status 2, after the rest was printed
 
 
-def _predictions(run_dir: str, inputs: tuple[str, ...], top_k: int, device: str,
-                 max_image_pixels: int | None) -> tuple[str, list[dict], list[str | None]]:
-    """(modality, predictions, file names of texts read from files) from a run folder or an
-    exported file."""
+def _predictions(run_dir: str, inputs: tuple[str, ...], top_k: int, device: str, max_image_pixels: int | None,
+                 column: str | None) -> tuple[str, list[dict], list[str | None]]:
+    """(modality, predictions, names of texts read from files and tables) from a run folder or
+    an exported file."""
     if Path(run_dir).is_file() or Path(run_dir).suffix in (".onnx", ".pt", ".ts"):  # an exported model
         exported = tk.load_exported(run_dir, "cuda" if device.startswith("cuda") else "cpu")
-        texts, names = _expand_inputs(inputs, exported.modality)
+        texts, names = _expand_inputs(inputs, exported.modality, column)
         return exported.modality, exported.predict(texts, top_k=top_k, max_image_pixels=max_image_pixels), names
     run = tk.load_run(run_dir, device)
-    texts, names = _expand_inputs(inputs, run.model.spec.modality)
-    return run.model.spec.modality, tk.predict(run, texts, top_k=top_k, max_image_pixels=max_image_pixels), names
+    modality, options = run.model.spec.modality, run.config.data_options
+    texts, names = _expand_inputs(inputs, modality, column or (
+        options.text_column if modality == "text" else options.path_column))
+    return modality, tk.predict(run, texts, top_k=top_k, max_image_pixels=max_image_pixels), names
 
 
 def _shortened(item: str, is_path: bool, width: int = 60) -> str:

@@ -37,7 +37,7 @@ from transferkit.data.table_cells import (
 )
 from transferkit.errors import DataError
 
-__all__ = ["TABLE_EXTENSIONS", "read_table", "find_split_files", "read_split_files"]
+__all__ = ["TABLE_EXTENSIONS", "read_table", "read_column", "find_split_files", "read_split_files"]
 
 # Extension -> CSV delimiter (None: JSON lines, or a JSON array of objects for .json).
 TABLE_EXTENSIONS: dict[str, str | None] = {
@@ -328,6 +328,50 @@ def read_table(
             f"those columns. {_OPTIONS_HINT}"
         )
     return modality, part
+
+
+def read_column(path: Path, column: str, option: str = "--column") -> list[tuple[int, str]]:
+    """``(row number, cell)`` of one column of a CSV/TSV/JSONL table, as training reads tables
+    (delimiter, BOM, replaced bytes, a row wider than the header refused) but with no label
+    column: what ``predict`` reads from a table. Rows whose cell is empty are left out.
+
+    Raises:
+        DataError: not a table, no data rows, no such column (``option`` names the fix), or a
+            row with more fields than the header.
+
+    Example:
+        >>> read_column(Path("new_reviews.csv"), "text")[:1]  # doctest: +SKIP
+        [(2, 'a great film')]
+    """
+    if path.suffix.lower() not in TABLE_EXTENSIONS:
+        raise DataError(f"{path} is not a table transferkit reads (.csv, .tsv, .jsonl or .json).")
+    reading = _Reading(path, False)
+    delimiter = _delimiter(path)
+    with contextlib.ExitStack() as stack:
+        if delimiter is None:
+            reading.header = _json_header(path)
+            rows: Iterator[tuple[int, Any]] = ((n, r) for n, _, r in _json_rows(path, reading))
+        else:
+            f = stack.enter_context(_open_text(path, binary=True))
+            found = records(f, 0, delimiter, _REPLACE_ERRORS)
+            header = next(found, None)
+            reading.header = [h.strip() for h in header[2]] if header else []
+            rows = ((line, values) for _, line, values in found if not is_blank(values))
+        name = _find_column(reading.header, column)
+        if name is None:
+            raise DataError(f"{path} has no column {column!r}; its columns are: "
+                            f"{', '.join(reading.header) or 'none'}. Name the column to read with {option} NAME.")
+        at = reading.header.index(name)
+        cells = []
+        for number, row in rows:
+            if delimiter is not None and len(row) > len(reading.header):
+                _too_many_fields(reading, number, row, delimiter)
+            value = _cell(row, name) if delimiter is None else (row[at] if at < len(row) else "")
+            if value.strip():
+                cells.append((number, value))
+    if not cells:
+        raise DataError(f"{path} has no row with a {name!r} value; fill in that column.")
+    return cells
 
 
 def _collect(
