@@ -240,7 +240,7 @@ def _text_files(folder: Path) -> list[Path]:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--max-image-pixels", type=click.IntRange(min=1), default=None,
               help="Images with more pixels (width x height) are not decoded; default the run's cap "
-                   "(89,478,485, PIL's, unless it was trained with another).")
+                   "(89,478,485, PIL's, unless it was trained with another; an exported file: PIL's).")
 @click.option("--column", default=None, metavar="NAME",
               help="The column a table input (.csv, .tsv, .jsonl) is read from; default the run's "
                    "--text-column or --path-column (text or path for an exported file).")

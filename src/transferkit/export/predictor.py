@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from ..data import image_inputs, set_max_image_pixels
 from ..errors import ExportError
-from ..inference import check_all_read, check_top_k, readable_images, top_k_rows
+from ..inference import check_all_read, check_top_k, top_k_rows
 from .formats import EXPORT_FORMATS, check_pair
 from .graph import GraphInputs
 from .preprocess import load_tokenizer, preprocess_images, tokenize
@@ -45,10 +48,10 @@ class ExportedModel:
         self._runner = self._format.open(self.path, self.device)
         self._tokenizer: Any = None
 
-    def _feeds(self, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    def _feeds(self, inputs: Sequence[Any], unreadable: dict[str, str] | None = None) -> dict[str, np.ndarray]:
         pre = self.sidecar["preprocessing"]
         if self.modality == "image":
-            return {"input": preprocess_images(inputs, pre["image"])}
+            return {"input": preprocess_images(inputs, pre["image"], unreadable)}
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(tokenizer_dir(self.path))
         return tokenize(self._tokenizer, [str(t) for t in inputs], int(pre["text"]["max_length"]))
@@ -62,19 +65,22 @@ class ExportedModel:
         image decoding or tokenizing: what latency measurements time)."""
         return self._format.run(self._runner, inputs, self.device)
 
-    def logits(self, inputs: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
-        """Logits [N, C] for image paths/arrays or texts, in batches."""
+    def logits(self, inputs: Sequence[Any], batch_size: int | None = None,
+               unreadable: dict[str, str] | None = None) -> np.ndarray:
+        """Logits [N, C] for image paths/arrays or texts, in batches; with ``unreadable``, image
+        files that do not decode are recorded there (``{path: reason}``) and have no row."""
         size = batch_size or (8 if self.modality == "image" else 32)
         if not self.sidecar.get("dynamic_batch", True):
             size = int(self.sidecar["inputs"][0]["shape"][0])  # a fixed-batch file takes exactly that
-        out = [self._run(self._feeds(inputs[i : i + size])) for i in range(0, len(inputs), size)]
+        feeds = (self._feeds(inputs[i : i + size], unreadable) for i in range(0, len(inputs), size))
+        out = [self._run(feed) for feed in feeds if len(next(iter(feed.values())))]  # all broken: no run
         return np.concatenate(out) if out else np.empty((0, len(self.labels)), np.float32)
 
     def predict(self, inputs: Sequence[Any], top_k: int = 5, batch_size: int | None = None,
                 max_image_pixels: int | None = None) -> list[dict[str, Any]]:
         """Top-k labels with probabilities, in the format of :func:`transferkit.predict`
-        (``max_image_pixels``: the pixel cap; default the current one, ``DataOptions``' default
-        unless this process set another: the sidecar does not keep the run's).
+        (``max_image_pixels``: the pixel cap, default ``DataOptions``' default: the sidecar does
+        not keep the run's).
 
         Returns:
             One dict per input: ``{"input", "label", "score", "top_k": [{"label", "score"}, ...]}``.
@@ -83,13 +89,14 @@ class ExportedModel:
             UnreadableImagesError: some images do not decode (see :func:`transferkit.predict`).
         """
         check_top_k(top_k)
-        unreadable: dict[str, str] = {}
-        n_inputs = len(inputs)
-        if self.modality == "image":  # a folder: every image file below it
-            inputs, unreadable = readable_images(inputs, max_image_pixels)
-            n_inputs = len(inputs) + len(unreadable)
-        rows = top_k_rows([str(i) for i in inputs], self.logits(list(inputs), batch_size), self.labels, top_k)
-        return check_all_read(rows, unreadable, n_inputs)
+        if self.modality != "image":
+            return top_k_rows([str(i) for i in inputs], self.logits(list(inputs), batch_size), self.labels, top_k)
+        set_max_image_pixels(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)  # never an earlier call's
+        items = image_inputs(inputs)  # a folder: every image file below it
+        unreadable: dict[str, str] = {}  # filled while decoding: each image is decoded once
+        logits = self.logits(items, batch_size, unreadable)
+        kept = [str(i) for i in items if not isinstance(i, (str, os.PathLike)) or os.fspath(i) not in unreadable]
+        return check_all_read(top_k_rows(kept, logits, self.labels, top_k), unreadable, len(kept) + len(unreadable))
 
 
 def load_exported(path: str | Path, device: str = "cpu") -> ExportedModel:

@@ -7,6 +7,7 @@ exported model sees the same pixels as the run it came from.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,13 +46,16 @@ def _center_crop(arr: np.ndarray, crop: int) -> np.ndarray:
     return arr[top : top + crop, left : left + crop]
 
 
-def preprocess_images(items: Sequence[Any], image: dict[str, Any]) -> np.ndarray:
+def preprocess_images(items: Sequence[Any], image: dict[str, Any],
+                      unreadable: dict[str, str] | None = None) -> np.ndarray:
     """Image files (or arrays, PIL images) -> the model input, float32 [N, 3, crop, crop].
 
     Args:
         items: image paths, uint8 arrays or PIL images.
         image: the sidecar's ``preprocessing.image`` (resize_size, crop_size, mean, std,
             interpolation).
+        unreadable: when given, a file that does not decode is recorded here (``{path: reason}``)
+            and left out of the output, so each image is decoded once; else it is a DataError.
 
     Example:
         >>> preprocess_images(["cat.jpg"], sidecar["preprocessing"]["image"]).shape  # doctest: +SKIP
@@ -59,17 +63,21 @@ def preprocess_images(items: Sequence[Any], image: dict[str, Any]) -> np.ndarray
     """
     mean = np.asarray(image["mean"], dtype=np.float32)
     std = np.asarray(image["std"], dtype=np.float32)
-    out = np.empty((len(items), 3, image["crop_size"], image["crop_size"]), dtype=np.float32)
-    for i, item in enumerate(items):
+    crop = int(image["crop_size"])
+    rows = []
+    for item in items:
         try:
             img = to_pil_rgb(item)
         except Exception as exc:  # PIL raises many types for bad files
-            raise DataError(f"Cannot read image {item!r} ({type(exc).__name__}: {exc}); give paths "
-                            "to image files (jpg, png, ...).") from None
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"  # too large: its own
+            if unreadable is not None and isinstance(item, (str, os.PathLike)):
+                unreadable[os.fspath(item)] = reason
+                continue
+            raise DataError(f"Cannot read image {item!r} ({reason}); give paths to image files (jpg, png, ...).") from None
         img = _resize_short_side(img, int(image["resize_size"]), str(image["interpolation"]).lower())
-        pixels = _center_crop(np.asarray(img, dtype=np.float32) / 255.0, int(image["crop_size"]))  # [H, W, 3]
-        out[i] = ((pixels - mean) / std).transpose(2, 0, 1)  # [3, H, W]
-    return out
+        pixels = _center_crop(np.asarray(img, dtype=np.float32) / 255.0, crop)  # [H, W, 3]
+        rows.append(((pixels - mean) / std).transpose(2, 0, 1))  # [3, H, W]
+    return np.stack(rows).astype(np.float32, copy=False) if rows else np.empty((0, 3, crop, crop), np.float32)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, np.ndarray]:
