@@ -105,13 +105,11 @@ def _batch(run: Run) -> int:
     return inference_batch_size(run.config.batch_size, device, run.model.spec.modality)
 
 
-def readable_images(inputs: Sequence[Any], max_image_pixels: int | None) -> tuple[list[Any], dict[str, str]]:
+def readable_images(inputs: Sequence[Any], max_image_pixels: int) -> tuple[list[Any], dict[str, str]]:
     """Images to predict: folders expanded (every image below them), then split into the
     readable ones and ``{path: reason}`` for those that do not decode or have more than
-    ``max_image_pixels`` pixels (``None``: the current cap; a cap given holds for their
-    decoding too)."""
-    if max_image_pixels is not None:
-        set_max_image_pixels(max_image_pixels)
+    ``max_image_pixels`` pixels (the cap then holds for their decoding too)."""
+    set_max_image_pixels(max_image_pixels)
     items = image_inputs(inputs)
     bad = unreadable_images(items)
     return [i for i in items if not isinstance(i, (str, os.PathLike)) or os.fspath(i) not in bad], bad
@@ -177,7 +175,7 @@ def predict(run_dir: str | Path | Run, inputs: Sequence[str], *, top_k: int = 5,
     Args:
         run_dir: a run folder, or a :class:`Run` already loaded with :func:`load_run`.
         inputs: image file paths or folders of them, every image below a folder (image
-            models), or texts (text models).
+            models), or texts (text models); a table's: :func:`table_inputs`.
         top_k: how many labels to return per input.
         max_image_pixels: images with more pixels are not decoded (default: the run's cap,
             ``DataOptions.max_image_pixels``).

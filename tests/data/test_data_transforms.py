@@ -95,6 +95,14 @@ def test_to_pil_rgb_files(tmp_path: Path) -> None:
     assert np.asarray(to_pil_rgb(tmp_path / "deep.png"))[0, 0].tolist() == [255] * 3
 
 
+def test_sixteen_bit_grey_is_scaled_not_clipped_in_files_and_in_memory(tmp_path: Path) -> None:
+    # PIL's convert("RGB") clips 16-bit grey at 255: half-scale 32768 would come out white.
+    half = Image.fromarray(np.full((4, 4), 32768, np.uint16))
+    half.save(tmp_path / "half.png")
+    for item in (tmp_path / "half.png", half):
+        assert np.asarray(to_pil_rgb(item))[0, 0].tolist() == [128] * 3
+
+
 @pytest.mark.parametrize("item", [np.zeros((2, 3, 5), np.uint8), np.zeros(784, np.uint8), 42])
 def test_to_pil_rgb_rejects(item) -> None:
     with pytest.raises(DataError):

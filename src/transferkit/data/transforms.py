@@ -140,6 +140,9 @@ def _array_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(arr.astype(np.float64)), 0, 255).round().astype(np.uint8)
 
 
+_WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # 16/32-bit integer and float grey
+
+
 def _sixteen_bit_to_rgb(img: Image.Image) -> Image.Image:
     # PIL's convert("RGB") clips 16/32-bit grey to 255 instead of scaling; scale by the range.
     arr = np.asarray(img, dtype=np.float64)
@@ -225,7 +228,7 @@ def load_image_file(path: str | os.PathLike[str], max_pixels: int | None = None)
                 raise ImageTooLargeError(os.fspath(path), width * height, limit, (width, height))
             img.load()  # decodes everything, so a truncated file fails here
             img = upright(img)
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            if img.mode in _WIDE_GREY_MODES:
                 return _sixteen_bit_to_rgb(img)
             return img.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -261,6 +264,8 @@ def to_pil_rgb(item: Any, max_pixels: int | None = None) -> Image.Image:
     if isinstance(item, (str, os.PathLike)):
         return load_image_file(item, max_pixels)
     if isinstance(item, Image.Image):
+        if item.mode in _WIDE_GREY_MODES:  # as a file of that mode is decoded: scaled, not clipped
+            return _sixteen_bit_to_rgb(item)
         return item if item.mode == "RGB" else item.convert("RGB")
     if isinstance(item, np.ndarray):
         arr = item
