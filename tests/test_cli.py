@@ -187,6 +187,14 @@ def test_evaluate_with_unseen_label(capsys, tmp_path, tiny_bert_dir, sentiment_c
     other.write_text("text,label\ngood film,Pos\nbad film,neg\n")  # a label spelt like a class
     code, _, err = run_cli(capsys, "evaluate", run, "--data", other)
     assert_clean_error(code, err, "Pos is spelt like the class pos; write it alike")
+    # New data with other column names: the error names evaluate's own options, which name them
+    other.write_text("review,stars\ngood great film,pos\nbad awful film,neg\n")
+    code, _, err = run_cli(capsys, "evaluate", run, "--data", other)
+    assert_clean_error(code, err, "its columns are: review, stars", "--text-column NAME", "--label-column NAME")
+    code, stdout, err = run_cli(capsys, "evaluate", run, "--data", other, "--text-column", "review",
+                                "--label-column", "stars", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["n"] == 2
 
 
 def test_existing_run_folder_is_not_overwritten(capsys, tmp_path, tiny_bert_dir, sentiment_csv) -> None:

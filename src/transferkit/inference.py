@@ -65,12 +65,16 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | None = None,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", text_column: str | None = None, label_column: str | None = None,
+             path_column: str | None = None) -> dict[str, Any]:
     """Metrics of a finished run on a dataset.
 
     With ``data`` equal to the run's own data spec (or ``None``), the run's test split is rebuilt
     with the run's seed and fractions, so training examples are never scored. Other data is scored
     whole (or its ``test`` split if it has one); its labels must be among the run's classes.
+
+    ``text_column``, ``label_column`` and ``path_column`` name the columns of a table ``data``
+    (default: the run's, those it trained with).
 
     Returns:
         ``{"accuracy", "macro_f1", "n", "confusion_matrix", "per_class", "classes", "data", "split"}``.
@@ -83,7 +87,9 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | 
     cfg = run.config
     spec = data or cfg.data
     same = _same_data(spec, cfg.data)
-    split, report = load_eval_split(dataclasses.replace(cfg.data_options, data=spec), run.labels,
+    columns = {k: v for k, v in (("text_column", text_column), ("label_column", label_column),
+                                  ("path_column", path_column)) if v is not None}
+    split, report = load_eval_split(dataclasses.replace(cfg.data_options, data=spec, **columns), run.labels,
                                     same_as_training=same)
     loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))
     logits, labels = predict_logits(run.model, loader, next(run.model.parameters()).device)

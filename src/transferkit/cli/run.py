@@ -162,14 +162,20 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 @click.option("--data", "data", help="Data to score (default: the run's own test split).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str) -> None:
+@click.option("--text-column", metavar="NAME", help="Column of a table --data holding the text (default: the run's).")
+@click.option("--label-column", metavar="NAME", help="Column of a table --data holding the label (default: the run's).")
+@click.option("--path-column", metavar="NAME", help="Column of a table --data holding image paths (default: the run's).")
+def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str, text_column: str | None,
+                 label_column: str | None, path_column: str | None) -> None:
     """Score a finished run on a dataset (accuracy, macro-F1, balanced accuracy, confusion matrix).
 
     \b
     Example:
       transferkit evaluate runs/<run> --data path/to/test_images --json
+      transferkit evaluate runs/<text-run> --data new.csv --text-column review --label-column stars
     """
-    metrics = tk.evaluate(run_dir, data, device=device)
+    metrics = tk.evaluate(run_dir, data, device=device, text_column=text_column, label_column=label_column,
+                          path_column=path_column)
     if as_json:
         click.echo(json.dumps(_summary(metrics)))
         return
