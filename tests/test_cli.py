@@ -151,7 +151,16 @@ def test_too_many_corrupt_images(capsys, tmp_path) -> None:
         write_truncated_jpeg(root / "0" / f"bad{i}.jpg")
     code, _, err = run_cli(capsys, "train", "--model", "builtin:efficientnet_lite0", "--data", root,
                            "--out", tmp_path / "r")
-    assert_clean_error(code, err, "bad0.jpg")
+    assert_clean_error(code, err, "bad0.jpg", "raise --max-bad-fraction")
+    # the option the message names: 3 of 18 skipped is fine when the user says so
+    code, _, err = run_cli(capsys, "train", "--model", "builtin:efficientnet_lite0", "--data", root,
+                           "--out", tmp_path / "r", "--image-size", "32", "--max-bad-fraction", "0.2")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "test_metrics.json").read_text())["skipped"]["unreadable_images"] == 3
+    code, _, err = run_cli(capsys, "evaluate", tmp_path / "r", "--data", root)  # evaluate takes the run's share
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "evaluate", tmp_path / "r", "--data", root, "--max-bad-fraction", "0.05")
+    assert_clean_error(code, err, "more than the 5% that may be skipped (--max-bad-fraction)")
 
 
 def test_few_corrupt_images_are_skipped_and_counted(capsys, tmp_path) -> None:

@@ -145,4 +145,5 @@ def test_config_fields_are_typed() -> None:
     data_fields = {f.name for f in dataclasses.fields(tk.DataOptions)}
     assert data_fields <= {f.name for f in dataclasses.fields(tk.TrainConfig)}  # a TrainConfig is DataOptions
     assert data_fields == {"data", "seed", "val_fraction", "test_fraction", "per_class", "text_column",
-                           "label_column", "path_column", "image_size", "skip_bad_rows", "max_image_pixels"}
+                           "label_column", "path_column", "image_size", "skip_bad_rows", "max_image_pixels",
+                           "max_bad_fraction"}

@@ -240,6 +240,9 @@ class DataOptions:
     max_image_pixels: int = _help(
         "The most pixels an image may have (width x height); larger ones are skipped as too large "
         "(a decompression-bomb guard; PIL's default).", DEFAULT_MAX_IMAGE_PIXELS)
+    max_bad_fraction: float = _help(
+        "The largest share of images that may be skipped as unreadable or too large; above it the "
+        "data is refused.", 0.05)
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, str) and self.image_size.strip().isdigit():  # "64" from the CLI
@@ -258,6 +261,8 @@ class DataOptions:
                               f"got {self.image_size!r}.")
         if self.max_image_pixels < 1:
             raise ConfigError(f"max_image_pixels: a whole number of pixels >= 1, got {self.max_image_pixels!r}.")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"max_bad_fraction must be between 0 and 1, got {self.max_bad_fraction!r}.")
 
     @property
     def data_options(self) -> DataOptions:

@@ -66,15 +66,17 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
 
 def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | None = None,
              device: str = "cpu", text_column: str | None = None, label_column: str | None = None,
-             path_column: str | None = None) -> dict[str, Any]:
+             path_column: str | None = None, max_image_pixels: int | None = None,
+             max_bad_fraction: float | None = None) -> dict[str, Any]:
     """Metrics of a finished run on a dataset.
 
     With ``data`` equal to the run's own data spec (or ``None``), the run's test split is rebuilt
     with the run's seed and fractions, so training examples are never scored. Other data is scored
     whole (or its ``test`` split if it has one); its labels must be among the run's classes.
 
-    ``text_column``, ``label_column`` and ``path_column`` name the columns of a table ``data``
-    (default: the run's, those it trained with).
+    ``text_column``, ``label_column`` and ``path_column`` name the columns of a table ``data``,
+    ``max_image_pixels`` caps its images and ``max_bad_fraction`` the share of them that may be
+    skipped (default: the run's, those it trained with).
 
     Returns:
         ``{"accuracy", "macro_f1", "n", "confusion_matrix", "per_class", "classes", "data", "split"}``.
@@ -88,7 +90,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, batch_size: int | 
     spec = data or cfg.data
     same = _same_data(spec, cfg.data)
     columns = {k: v for k, v in (("text_column", text_column), ("label_column", label_column),
-                                  ("path_column", path_column)) if v is not None}
+                                  ("path_column", path_column), ("max_image_pixels", max_image_pixels),
+                                  ("max_bad_fraction", max_bad_fraction)) if v is not None}
     split, report = load_eval_split(dataclasses.replace(cfg.data_options, data=spec, **columns), run.labels,
                                     same_as_training=same)
     loader = make_loader(run.model, split, batch_size=batch_size or _batch(run))

@@ -165,8 +165,13 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 @click.option("--text-column", metavar="NAME", help="Column of a table --data holding the text (default: the run's).")
 @click.option("--label-column", metavar="NAME", help="Column of a table --data holding the label (default: the run's).")
 @click.option("--path-column", metavar="NAME", help="Column of a table --data holding image paths (default: the run's).")
+@click.option("--max-image-pixels", type=click.IntRange(min=1), default=None,
+              help="Images with more pixels (width x height) are skipped as too large (default: the run's cap).")
+@click.option("--max-bad-fraction", type=click.FloatRange(0, 1), default=None,
+              help="The largest share of images that may be skipped as unreadable or too large (default: the run's).")
 def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str, text_column: str | None,
-                 label_column: str | None, path_column: str | None) -> None:
+                 label_column: str | None, path_column: str | None, max_image_pixels: int | None,
+                 max_bad_fraction: float | None) -> None:
     """Score a finished run on a dataset (accuracy, macro-F1, balanced accuracy, confusion matrix).
 
     \b
@@ -175,7 +180,8 @@ def evaluate_cmd(run_dir: str, data: str | None, as_json: bool, device: str, tex
       transferkit evaluate runs/<text-run> --data new.csv --text-column review --label-column stars
     """
     metrics = tk.evaluate(run_dir, data, device=device, text_column=text_column, label_column=label_column,
-                          path_column=path_column)
+                          path_column=path_column, max_image_pixels=max_image_pixels,
+                          max_bad_fraction=max_bad_fraction)
     if as_json:
         click.echo(json.dumps(_summary(metrics)))
         return

@@ -239,7 +239,7 @@ def val_per_class(per_class: int, opts: DataOptions) -> int:
     return max(1, int(per_class * opts.val_fraction / train_share + 0.5))
 
 
-def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction: float = 0.05,
+def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction: float | None = None,
               **options: Any) -> DataBundle:
     """Load labelled data and split it into train/val/test (stratified, seeded).
 
@@ -249,7 +249,7 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
             ``train.csv``/``val.csv``/``test.csv`` files), a CSV/TSV/JSONL file, or
             ``builtin:NAME`` (see ``BUILTIN_DATASETS``).
         max_bad_fraction: broken images up to this share are skipped and logged; above it,
-            loading fails.
+            loading fails (default: ``DataOptions.max_bad_fraction``, 0.05).
         **options: DataOptions fields: ``seed`` (the same seed always gives the same splits),
             ``val_fraction`` and ``test_fraction`` (shares for validation and test when the data
             has no such split), ``per_class`` (keep at most this many training examples per
@@ -272,6 +272,8 @@ def load_data(source: str | os.PathLike[str] | DataOptions, *, max_bad_fraction:
     opts = as_data_options(source, **options)
     spec, seed, per_class = opts.data, opts.seed, opts.per_class
     val_fraction, test_fraction = opts.val_fraction, opts.test_fraction
+    if max_bad_fraction is None:
+        max_bad_fraction = opts.max_bad_fraction
     if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, (int, float)) or not (
             0 <= max_bad_fraction <= 1):
         raise ConfigError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction!r}.")
@@ -400,7 +402,7 @@ def load_eval_split(
         )
     else:
         report = DataReport()
-        raw = _read_source(opts, report, 0.05)
+        raw = _read_source(opts, report, opts.max_bad_fraction)
         if "test" in raw.splits:
             part = raw.splits["test"]
             report.notes.append(

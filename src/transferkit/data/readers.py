@@ -199,10 +199,10 @@ def drop_bad_images(raw: RawData, report: DataReport, max_bad_fraction: float) -
         examples = "; ".join(f"{p} ({bad[p][1]})" for p in sorted(bad)[:3])
         raise DataError(
             f"{len(bad)} of {scanned} images ({fraction:.1%}) cannot be used, more than the "
-            f"{max_bad_fraction:.0%} that may be skipped (max_bad_fraction). "
+            f"{max_bad_fraction:.0%} that may be skipped (--max-bad-fraction). "
             f"Examples: {examples}. Remove or "
             "re-export the broken files (or fix the paths if they are missing), raise "
-            "--max-image-pixels for images that are too large, or raise max_bad_fraction if "
+            "--max-image-pixels for images that are too large, or raise --max-bad-fraction if "
             "skipping them is fine."
         )
     report.notes.append(f"skipped {len(bad)} unusable image(s) of {scanned} ({fraction:.1%})")
